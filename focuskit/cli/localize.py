@@ -1,0 +1,132 @@
+"""`focuskit localize` and `focuskit eval`: one query, or a whole episode file, through any engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from focuskit.core.box import parse_box_arg
+from focuskit.core.episode import Support, validate_supports
+from focuskit.core.errors import ConfigError
+from focuskit.core.image import load_image
+from focuskit.core.io import atomic_write_json
+
+EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="matching | template | vlm")]
+ModelOpt = Annotated[str | None, typer.Option(help="VLM checkpoint (local path or hub id) for --engine vlm")]
+EncoderOpt = Annotated[str | None, typer.Option(help="Feature encoder for --engine matching")]
+TauOpt = Annotated[float | None, typer.Option(help="Absent threshold: below this score the answer is 'not present'")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Engine config YAML")]
+
+
+def engine_options(model: str | None, encoder: str | None, tau: float | None, config: Path | None) -> dict[str, Any]:
+    """Only the options the user gave, so each engine's own defaults apply otherwise."""
+    given = {"model": model, "encoder": encoder, "tau": tau, "config": config}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def parse_shots(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        shots = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--shots must be comma-separated integers like 1,2,4, got {text!r}") from None
+    bad = [k for k in shots if k < 1]
+    if bad or not shots:
+        raise ConfigError(f"shots must be >= 1, got {text!r}")
+    return shots
+
+
+def localize(
+    query: Annotated[Path, typer.Option(help="Image to search")],
+    support: Annotated[list[Path], typer.Option(help="Support image (repeat; one --box each, in order)")] = [],  # noqa: B006
+    box: Annotated[list[str], typer.Option(help="Box x1,y1,x2,y2 in pixels of the matching --support")] = [],  # noqa: B006
+    engine: EngineOpt = "matching",
+    model: ModelOpt = None,
+    encoder: EncoderOpt = None,
+    tau: TauOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON {box, score}")] = False,
+    draw: Annotated[Path | None, typer.Option(help="Write the query with the found box drawn")] = None,
+) -> None:
+    """Find the supports' object in QUERY; print its box and score, or 'not present'."""
+    from focuskit.localizers import create_localizer
+
+    if not support:
+        raise ConfigError("no supports given: pass at least one --support IMG --box x1,y1,x2,y2 (k >= 1)")
+    if len(support) != len(box):
+        raise ConfigError(f"got {len(support)} --support and {len(box)} --box: give exactly one box per support")
+    supports = validate_supports([Support(p, parse_box_arg(b)) for p, b in zip(support, box, strict=True)])
+    query_image = load_image(query, what="query image")
+    localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
+    pred = localizer.localize(supports, query_image)
+    if as_json:
+        typer.echo(json.dumps(pred.to_json()))
+    elif pred.box is None:
+        typer.echo(f"not present (score {pred.score:.3f})")
+    else:
+        x1, y1, x2, y2 = pred.box.as_list(1)
+        typer.echo(f"box {x1},{y1},{x2},{y2} score {pred.score:.3f}")
+    if draw is not None:
+        from focuskit.viz.draw import draw_boxes
+
+        boxes = [pred.box] if pred.box is not None else []
+        out = draw_boxes(query_image, boxes, [f"{pred.score:.2f}"] * len(boxes), [(230, 25, 75)] * len(boxes))
+        draw.parent.mkdir(parents=True, exist_ok=True)
+        out.save(draw)
+        if not as_json:
+            typer.echo(f"drawn: {draw}")
+
+
+def evaluate_cmd(
+    episodes: Annotated[Path, typer.Option(help="Episode file: focuskit .jsonl, IPLoc .json, or a folder of them")],
+    engine: EngineOpt = "matching",
+    shots: Annotated[str | None, typer.Option(help="Comma-separated k values, e.g. 1,2,4")] = None,
+    model: ModelOpt = None,
+    encoder: EncoderOpt = None,
+    tau: TauOpt = None,
+    config: ConfigOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N episodes")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write per-episode records and the summary as JSON")] = None,
+) -> None:
+    """mIoU per k (strict: a miss or a wrong 'absent' scores 0), rejection rates, and throughput."""
+    from focuskit.data.episodes_jsonl import load_episodes
+    from focuskit.eval.runner import evaluate
+    from focuskit.localizers import create_localizer
+
+    shot_list = parse_shots(shots)
+    eps = load_episodes(episodes)
+    if limit is not None:
+        eps = eps[:limit]
+    localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
+    result = evaluate(localizer, eps, shot_list)
+
+    table = Table(title=f"{engine} on {episodes.name} ({len(eps)} episodes)")
+    for col in ("k", "episodes", "mIoU", "Acc@0.5", "absent rejected", "present rejected", "episodes/s"):
+        table.add_column(col, justify="right")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    for s in result.summaries:
+        table.add_row(
+            str(s.k), str(s.episodes), f"{100 * s.miou:.1f}", pct(s.acc_at_50),
+            pct(s.absent_rejected), pct(s.present_rejected), f"{s.episodes_per_s:.2f}",
+        )  # fmt: skip
+    Console().print(table)
+    for k, n in result.skipped.items():
+        if n:
+            typer.echo(f"k={k}: skipped {n} episode(s) with fewer than {k} supports")
+    if out is not None:
+        atomic_write_json(out, {"engine": engine, "episodes": str(episodes), **result.to_json()})
+        typer.echo(f"results: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("localize")(localize)
+    app.command("eval")(evaluate_cmd)

@@ -1,0 +1,1 @@
+"""Types and helpers every other layer shares. Imports nothing else from focuskit."""

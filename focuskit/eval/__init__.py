@@ -1,0 +1,1 @@
+"""Metrics and runners shared by every engine."""

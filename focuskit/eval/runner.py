@@ -1,0 +1,69 @@
+"""Run any `Localizer` over episodes at several shot counts and collect per-episode records and summaries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from focuskit.core.episode import Episode
+from focuskit.eval.metrics import LocalizationSummary, episode_iou, summarize
+from focuskit.localizers.base import Localizer
+
+
+@dataclass
+class EvalResult:
+    summaries: list[LocalizationSummary]
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[int, int] = field(default_factory=dict)
+    """Per k, episodes with fewer than k supports (skipped for that k)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": [s.to_json() for s in self.summaries],
+            "skipped": {str(k): v for k, v in self.skipped.items()},
+            "predictions": self.predictions,
+        }
+
+
+def evaluate(
+    localizer: Localizer,
+    episodes: Sequence[Episode],
+    shots: Sequence[int] | None = None,
+    *,
+    progress: bool = True,
+) -> EvalResult:
+    """Localize every episode at each k in `shots` (first k supports; episodes with fewer are skipped)."""
+    shot_list = list(shots) if shots else sorted({ep.k for ep in episodes})
+    summaries: list[LocalizationSummary] = []
+    records: list[dict[str, Any]] = []
+    skipped: dict[int, int] = {}
+    total = sum(1 for k in shot_list for ep in episodes if ep.k >= k)
+    bar = tqdm(total=total, desc=f"eval {localizer.name}", disable=not progress, unit="ep")
+    for k in shot_list:
+        usable = [ep for ep in episodes if ep.k >= k]
+        skipped[k] = len(episodes) - len(usable)
+        preds, truths = [], []
+        start = time.perf_counter()
+        for ep in usable:
+            sub = ep.with_shots(k)
+            pred = localizer.localize(sub.supports, sub.query_image)
+            score = episode_iou(pred.box, ep.query_box)
+            preds.append(pred.box)
+            truths.append(ep.query_box)
+            records.append(
+                {
+                    "id": ep.id,
+                    "k": k,
+                    "box": None if pred.box is None else pred.box.as_list(),
+                    "score": round(float(pred.score), 4),
+                    "iou": round(score, 4),
+                }
+            )
+            bar.update(1)
+        summaries.append(summarize(k, preds, truths, time.perf_counter() - start))
+    bar.close()
+    return EvalResult(summaries=summaries, predictions=records, skipped=skipped)

