@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from focuskit.core.io import atomic_open, atomic_write_json, atomic_write_text
+
+
+def test_crash_mid_write_keeps_previous_file(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_open(target) as fh:
+        fh.write('{"v": 2, "half')
+        raise RuntimeError("crash")
+    assert target.read_text().strip().replace(" ", "").replace("\n", "") == '{"v":1}'
+    assert list(tmp_path.iterdir()) == [target]  # no temporary left behind
+
+
+def test_creates_parent(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a" / "b.txt", "hi")
+    assert (tmp_path / "a" / "b.txt").read_text() == "hi"
