@@ -62,10 +62,10 @@ def episodes_cmd(
     format_: FormatOpt,
     root: RootOpt,
     out: Annotated[Path, typer.Option(help="Output JSONL; several k give NAME.k1.jsonl, NAME.k2.jsonl, ...")],
-    shots: Annotated[str | None, typer.Option(help="Comma-separated k values [default: 1,2,4]")] = None,
+    shots: Annotated[str | None, typer.Option(help="Comma-separated k values (default 1,2,4)")] = None,
     split: SplitOpt = None,
     negatives: Annotated[int | None, typer.Option(help="Negative episodes per k (query from another sequence)")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for partitions and negatives [default: 0]")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for partitions and negatives (default 0)")] = None,
     limit: Annotated[int | None, typer.Option(help="Use only the first N sequences/concepts")] = None,
     max_side: Annotated[int | None, typer.Option(help="Downscale images to this longer side; boxes follow")] = None,
     hf_out: Annotated[Path | None, typer.Option(help="Also save a Hugging Face `datasets` folder (per k)")] = None,
@@ -75,7 +75,7 @@ def episodes_cmd(
     part: Annotated[str | None, typer.Option(help="Part of the partition to use: train | val | test")] = None,
     fractions: Annotated[str | None, typer.Option(help="Partition fractions train,val,test")] = None,
     check_images: Annotated[
-        bool | None, typer.Option("--check-images/--no-check-images", help="Read chosen frames' headers [default: on]")
+        bool | None, typer.Option("--check-images/--no-check-images", help="Read chosen frames' headers (default on)")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="EpisodeConfig YAML; flags override it")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars")] = False,

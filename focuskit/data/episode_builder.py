@@ -201,6 +201,7 @@ def plot_statistics(stats: EpisodeStats, path: str | Path) -> None:
     """Write a PNG with the box-size histogram and the objects-per-image counts (matplotlib, Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(9, 3.4), dpi=100)
     FigureCanvasAgg(fig)
@@ -218,6 +219,8 @@ def plot_statistics(stats: EpisodeStats, path: str | Path) -> None:
     ax_obj.set_xlabel("annotated objects in the query image")
     ax_obj.set_ylabel("episodes")
     ax_obj.set_title("objects per image")
+    for ax in (ax_size, ax_obj):
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -246,6 +249,13 @@ class FrameChecker:
         if i not in self._cache:
             self._cache[i] = self._check(i)
         return self._cache[i]
+
+    def usable(self, i: int) -> tuple[Box, tuple[int, int] | None]:
+        """The checked (box, size) of a frame already found usable; calling it on another frame is a bug."""
+        checked = self(i)
+        if checked is None:
+            raise RuntimeError(f"frame {i} of {self.seq.name!r} is not usable; select frames before reading boxes")
+        return checked
 
     def _check(self, i: int) -> tuple[Box, tuple[int, int] | None] | None:
         box = self.seq.boxes[i]
@@ -354,7 +364,7 @@ def _record_box(stats: EpisodeStats, box: Box, size: tuple[int, int] | None) -> 
 def _sequence_episode(
     source: str, seq: TrackSequence, k: int, picks: list[int], q: int, check: FrameChecker
 ) -> Episode:
-    supports = tuple(Support(seq.frames[i], check(i)[0]) for i in picks)  # type: ignore[index]
+    supports = tuple(Support(seq.frames[i], check.usable(i)[0]) for i in picks)
     meta: dict[str, Any] = {"source": source, "sequence": seq.name, "k": k, "frames": [*picks, q]}
     if seq.category:
         meta["category"] = seq.category
@@ -367,7 +377,7 @@ def _sequence_episode(
         id=f"{source}/{seq.name}/k{k}",
         supports=supports,
         query_image=seq.frames[q],
-        query_box=check(q)[0],  # type: ignore[index]
+        query_box=check.usable(q)[0],
         meta=meta,
     )
 
@@ -391,8 +401,10 @@ def _add_negatives(
                 base = positives[b]
                 others = [j for j, o in enumerate(positives) if o.unit != base.unit]
                 other = positives[others[int(rng.integers(len(others)))]]
-                meta = {k_: v for k_, v in base.episode.meta.items() if k_ != "distractors"}
+                meta = {k_: v for k_, v in base.episode.meta.items() if k_ not in ("distractors", "frames")}
                 meta.update({"negative": True, "query_from": other.unit})
+                if "frames" in base.episode.meta and "frames" in other.episode.meta:
+                    meta["frames"] = [*base.episode.meta["frames"][:-1], other.episode.meta["frames"][-1]]
                 episodes.append(
                     Episode(
                         id=f"{base.episode.id}/neg{n}",
@@ -436,7 +448,7 @@ def build_sequence_episodes(dataset: SequenceDataset, config: EpisodeConfig, *, 
             for i in (*picks, q):
                 if i not in used:
                     used.add(i)
-                    _record_box(stats, *check(i))  # type: ignore[misc]
+                    _record_box(stats, *check.usable(i))
     stats.report.merge(dataset.report)
     return EpisodeSet(by_k=_add_negatives(built, config, stats), stats=stats)
 
@@ -476,15 +488,15 @@ def build_concept_episodes(
         check = FrameChecker(seq, config, stats.report)
         usable = [i for i in range(len(seq)) if check(i) is not None]
         for i in usable:
-            _record_box(stats, *check(i))  # type: ignore[misc]
+            _record_box(stats, *check.usable(i))
         for k in config.shots:
             if len(usable) < k + 1:
                 stats.skipped[k]["too_few_usable_frames" if usable or not unboxed else "no_boxes"] += 1
                 continue
-            supports = tuple(Support(seq.frames[i], check(i)[0]) for i in usable[:k])  # type: ignore[index]
+            supports = tuple(Support(seq.frames[i], check.usable(i)[0]) for i in usable[:k])
             for q in usable[k:]:
                 meta = {"source": source, "sequence": concept.name, "k": k, "frames": [*usable[:k], q]}
-                ep = Episode(f"{source}/{concept.name}/k{k}/q{q}", supports, seq.frames[q], check(q)[0], meta)  # type: ignore[index]
+                ep = Episode(f"{source}/{concept.name}/k{k}/q{q}", supports, seq.frames[q], check.usable(q)[0], meta)
                 built[k].append(_Built(concept.name, ep))
                 if k == config.shots[0]:
                     stats.objects_per_image[1] += 1

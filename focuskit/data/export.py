@@ -23,12 +23,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from focuskit.core.box import Box
-from focuskit.core.episode import Episode, Support
-from focuskit.core.errors import ConfigError, DatasetError
+from focuskit.core.episode import Episode, ImageRef, Support
+from focuskit.core.errors import ConfigError, DatasetError, ImageError
 from focuskit.core.image import load_image
 from focuskit.core.io import atomic_write_bytes
 from focuskit.data.episodes_jsonl import write_episodes
@@ -71,6 +71,21 @@ def _encode(img: Image.Image, suffix: str) -> tuple[bytes, str]:
     return buf.getvalue(), ".jpg"
 
 
+def _probe(path: Path) -> tuple[tuple[int, int], bool]:
+    """(stored width, height) and whether the file needs no EXIF rotation, from the header only."""
+    try:
+        with Image.open(path) as img:
+            return img.size, img.getexif().get(_ORIENTATION_TAG, 1) == 1
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from None
+
+
+def _file_ref(ref: ImageRef, episode_id: str) -> Path:
+    if not isinstance(ref, (str, Path)):
+        raise DatasetError(f"episode {episode_id!r}: only episodes whose images are files can be exported")
+    return Path(ref)
+
+
 class ImageShrinker:
     """Downscales images to `max_side` once each (cached by source path) and reports the box scale factors."""
 
@@ -81,20 +96,27 @@ class ImageShrinker:
         self.image_dir = image_dir
         self._files: dict[Path, _Resized] = {}
 
-    def _needs_resize(self, size: tuple[int, int]) -> bool:
-        return self.max_side is not None and max(size) > self.max_side
+    def _shrunk(self, img: Image.Image) -> Image.Image:
+        """`img` itself when it fits, else a LANCZOS-downscaled copy whose longer side is `max_side`."""
+        if self.max_side is None or max(img.size) <= self.max_side:
+            return img
+        return img.resize(_target_size(img.size, self.max_side), Image.Resampling.LANCZOS)
+
+    def _fits(self, size: tuple[int, int]) -> bool:
+        return self.max_side is None or max(size) <= self.max_side
 
     def file(self, path: Path) -> _Resized:
         """A path usable in JSONL: the original, or a downscaled copy in `image_dir`."""
         path = Path(path)
         if path not in self._files:
-            img = load_image(path)
-            if not self._needs_resize(img.size):
+            size, _ = _probe(path)  # EXIF rotation does not change the longer side
+            if self._fits(size):
                 self._files[path] = _Resized(path, (1.0, 1.0))
             else:
                 if self.image_dir is None:
                     raise ConfigError("an image folder is needed to write downscaled copies")
-                new = img.resize(_target_size(img.size, self.max_side), Image.Resampling.LANCZOS)  # type: ignore[arg-type]
+                img = load_image(path)
+                new = self._shrunk(img)
                 data, suffix = _encode(new, path.suffix)
                 digest = hashlib.sha1(f"{path.resolve()}|{self.max_side}".encode()).hexdigest()[:16]
                 target = self.image_dir / f"{path.stem[:40]}-{digest}{suffix}"
@@ -106,17 +128,11 @@ class ImageShrinker:
     def embedded(self, path: Path) -> tuple[dict[str, Any], tuple[float, float]]:
         """`{"bytes", "path"}` for a `datasets.Image` feature, and the box scale factors."""
         path = Path(path)
-        with Image.open(path) as probe:
-            upright = probe.getexif().get(_ORIENTATION_TAG, 1) == 1
-            size = probe.size
-        if upright and not self._needs_resize(size):
+        size, upright = _probe(path)
+        if upright and self._fits(size):
             return {"bytes": path.read_bytes(), "path": path.name}, (1.0, 1.0)
         img = load_image(path)
-        new = (
-            img.resize(_target_size(img.size, self.max_side), Image.Resampling.LANCZOS)
-            if self._needs_resize(img.size)
-            else img
-        )  # type: ignore[arg-type]
+        new = self._shrunk(img)
         data, suffix = _encode(new, path.suffix)
         return {"bytes": data, "path": f"{path.stem}{suffix}"}, (new.width / img.width, new.height / img.height)
 
@@ -148,11 +164,8 @@ def shrink_episode(episode: Episode, shrinker: ImageShrinker) -> Episode:
     """The episode with images downscaled to the shrinker's `max_side` and every box scaled to match."""
     if shrinker.max_side is None:
         return episode
-    for ref in (*(s.image for s in episode.supports), episode.query_image):
-        if not isinstance(ref, (str, Path)):
-            raise DatasetError(f"episode {episode.id!r}: only episodes whose images are files can be exported")
-    sup = [shrinker.file(Path(s.image)) for s in episode.supports]  # type: ignore[arg-type]
-    q = shrinker.file(Path(episode.query_image))  # type: ignore[arg-type]
+    sup = [shrinker.file(_file_ref(s.image, episode.id)) for s in episode.supports]
+    q = shrinker.file(_file_ref(episode.query_image, episode.id))
     return replace(
         episode,
         supports=tuple(Support(r.path, _scale(s.box, r.scale)) for s, r in zip(episode.supports, sup, strict=True)),
@@ -205,11 +218,11 @@ def _hf_rows(episodes: Sequence[Episode], shrinker: ImageShrinker, progress: boo
     for ep in tqdm(episodes, desc="encode images", unit="ep", disable=not progress):
         images, boxes, scales = [], [], []
         for s in ep.supports:
-            img, scale = shrinker.embedded(Path(s.image))  # type: ignore[arg-type]
+            img, scale = shrinker.embedded(_file_ref(s.image, ep.id))
             images.append(img)
             boxes.append(_scale(s.box, scale).as_list(None))
             scales.append(scale)
-        qimg, qscale = shrinker.embedded(Path(ep.query_image))  # type: ignore[arg-type]
+        qimg, qscale = shrinker.embedded(_file_ref(ep.query_image, ep.id))
         yield {
             "id": ep.id,
             "k": ep.k,
@@ -244,8 +257,7 @@ def write_hf_dataset(
         raise DatasetError(f"no episodes to write to {out_dir}")
     for ep in chosen:
         for ref in (*(s.image for s in ep.supports), ep.query_image):
-            if not isinstance(ref, (str, Path)):
-                raise DatasetError(f"episode {ep.id!r}: only episodes whose images are files can be exported")
+            _file_ref(ref, ep.id)
     if out_dir.exists() and not (out_dir / "state.json").is_file():
         raise DatasetError(
             f"{out_dir} exists and is not a saved `datasets` folder (no state.json); refusing to replace it, "

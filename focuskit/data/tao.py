@@ -171,9 +171,9 @@ class TaoDataset:
             if tid != target
         )
         sizes = [(img.get("width"), img.get("height")) for img in images]
-        frame_sizes = None
+        frame_sizes: tuple[tuple[int, int], ...] | None = None
         if all(isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0 for w, h in sizes):
-            frame_sizes = tuple((int(w), int(h)) for w, h in sizes)  # type: ignore[arg-type]
+            frame_sizes = tuple((w, h) for w, h in sizes)
         return TrackSequence(
             name=name,
             frames=tuple(self.frames_dir / str(img["file_name"]) for img in images),
