@@ -40,3 +40,7 @@ class MemoryStoreError(FocusError):
 
 class BackendError(FocusError):
     """A VLM backend is unreachable, timed out, or answered with something unusable."""
+
+
+class VideoError(ImageError):
+    """A video is missing, cannot be decoded, or an annotated video could not be written and read back."""

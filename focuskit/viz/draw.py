@@ -71,3 +71,33 @@ def draw_boxes(
             draw.rectangle(bbox, fill=color)
             draw.text((tx, ty), labels[i], fill=(255, 255, 255), font=font)
     return out
+
+
+def draw_legend(
+    image: Image.Image,
+    entries: Sequence[tuple[str, tuple[int, int, int]]],
+    *,
+    corner: str = "bottom-left",
+) -> Image.Image:
+    """Return a copy of `image` with a legend box: one color swatch and label per entry, in a corner.
+
+    Used by visual prompting so a reader (or a VLM) can tell which box color is which concept.
+    """
+    out = image.convert("RGB").copy()
+    if not entries:
+        return out
+    draw = ImageDraw.Draw(out)
+    font = _font(max(11, round(min(out.size) / 32)))
+    pad = max(3, round(min(out.size) / 120))
+    line_h = max(draw.textbbox((0, 0), label, font=font)[3] for label, _ in entries) + pad
+    swatch = line_h - pad
+    text_w = max(draw.textbbox((0, 0), label, font=font)[2] for label, _ in entries)
+    box_w, box_h = swatch + 3 * pad + text_w, len(entries) * line_h + pad
+    x0 = pad if corner.endswith("left") else out.width - box_w - pad
+    y0 = pad if corner.startswith("top") else out.height - box_h - pad
+    draw.rectangle((x0, y0, x0 + box_w, y0 + box_h), fill=(255, 255, 255), outline=(0, 0, 0))
+    for i, (label, color) in enumerate(entries):
+        y = y0 + pad + i * line_h
+        draw.rectangle((x0 + pad, y, x0 + pad + swatch, y + swatch), fill=color)
+        draw.text((x0 + 2 * pad + swatch, y), label, fill=(0, 0, 0), font=font)
+    return out

@@ -1,0 +1,187 @@
+"""Find the object in reference views that came without a box.
+
+A user adding "my red mug" from three phone photos should not have to draw boxes. The object is, in most reference
+photos, (a) the thing the photos have in common, (b) salient, and (c) roughly central and neither tiny nor the
+whole frame. Each view's candidates (the proposal source's boxes plus a box around its most salient blob) are scored
+on those three cues; with several views, cross-view consistency (the max cosine between a candidate and the other
+views' picks or given boxes) dominates, and two rounds let the picks agree with each other. What was picked, and how
+sure, is returned so the CLI can draw it for the user to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from focuskit.core.box import Box
+from focuskit.models.encoders import FeatureMap
+from focuskit.models.proposals import Proposer
+
+MIN_AREA_FRACTION = 0.01
+"""Candidates smaller than 1% of the view are ignored: a reference photo shows its object larger than that."""
+
+
+@dataclass(frozen=True)
+class AutoBox:
+    """The box picked in one view, its combined score in [0, 1] and the cue values that made it."""
+
+    box: Box
+    score: float
+    consistency: float | None
+    saliency: float
+    centrality: float
+    candidates: int
+
+
+def saliency_map(image: Image.Image, *, width: int = 64) -> np.ndarray:
+    """Spectral-residual saliency (Hou & Zhang, CVPR 2007) at the image's size, scaled to [0, 1].
+
+    Cheap (one 64-px FFT) and model-free: regions whose spectrum departs from the image's smooth average spectrum
+    stand out, which in a reference photo is usually the object.
+    """
+    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    h = max(8, round(width * gray.shape[0] / gray.shape[1]))
+    small = cv2.resize(gray, (width, h), interpolation=cv2.INTER_AREA)
+    spectrum = np.fft.fft2(small)
+    log_amp = np.log(np.abs(spectrum) + 1e-8)
+    phase = np.angle(spectrum)
+    residual = log_amp - cv2.blur(log_amp, (3, 3))
+    sal = np.abs(np.fft.ifft2(np.exp(residual + 1j * phase))) ** 2
+    sal = cv2.GaussianBlur(sal.astype(np.float32), (0, 0), sigmaX=2.5)
+    sal = cv2.resize(sal, image.size, interpolation=cv2.INTER_LINEAR)
+    lo, hi = float(sal.min()), float(sal.max())
+    return (sal - lo) / (hi - lo) if hi > lo else np.zeros_like(sal)
+
+
+def salient_box(sal: np.ndarray) -> np.ndarray | None:
+    """Bounding box (4,) of the largest connected region above the saliency map's mean + std, or None."""
+    mask = (sal >= sal.mean() + sal.std()).astype(np.uint8)
+    n, _labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return np.array([x, y, x + w, y + h], dtype=np.float64)
+
+
+def _saliency_scores(sal: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Contrast of each box: mean saliency inside minus outside, through an integral image."""
+    h, w = sal.shape
+    integral = cv2.integral(sal.astype(np.float64))
+    total = float(integral[-1, -1])
+    b = np.round(boxes).astype(np.int64)
+    x1, y1 = np.clip(b[:, 0], 0, w), np.clip(b[:, 1], 0, h)
+    x2, y2 = np.clip(b[:, 2], 0, w), np.clip(b[:, 3], 0, h)
+    inside = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
+    area = np.maximum((x2 - x1) * (y2 - y1), 1)
+    rest = np.maximum(h * w - area, 1)
+    contrast = inside / area - (total - inside) / rest
+    return np.clip(contrast, 0.0, 1.0)
+
+
+def _centrality(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """1 at the image center, 0 at a corner, times an area prior: a reference photo shows its object large.
+
+    The area prior rises linearly from 0 at 2% of the frame to 1 at 25%, and stays 1 up to the whole frame.
+    """
+    w, h = size
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 / w - 0.5
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 / h - 0.5
+    center = 1.0 - np.sqrt(cx**2 + cy**2) / np.sqrt(0.5)
+    frac = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (w * h)
+    area = np.clip((frac - 0.02) / 0.23, 0.0, 1.0)
+    return center * area
+
+
+def _distinctiveness(fmap: FeatureMap, embeddings: np.ndarray) -> np.ndarray:
+    """1 - cosine between each box embedding and the image border's mean feature (the likely background)."""
+    unit = fmap.unit
+    ring = np.concatenate([unit[:, 0, :], unit[:, -1, :], unit[:, :, 0], unit[:, :, -1]], axis=1).mean(1)
+    ring = ring / max(float(np.linalg.norm(ring)), 1e-12)
+    return np.clip(1.0 - embeddings @ ring.astype(np.float32), 0.0, 1.0)
+
+
+@dataclass
+class _ViewCandidates:
+    boxes: np.ndarray
+    embeddings: np.ndarray
+    prior: np.ndarray
+    saliency: np.ndarray
+    centrality: np.ndarray
+
+
+def _candidates(image: Image.Image, fmap: FeatureMap, proposer: Proposer | None) -> _ViewCandidates:
+    w, h = image.size
+    sal = saliency_map(image)
+    boxes = [np.zeros((0, 4))] if proposer is None else [np.asarray(proposer.propose(image), dtype=np.float64)]
+    blob = salient_box(sal)
+    if blob is not None:
+        boxes.append(blob[None])
+    # The whole frame (minus a margin) is the right answer for close-ups, which proposal sources rarely return.
+    boxes.append(np.array([[0.05 * w, 0.05 * h, 0.95 * w, 0.95 * h]]))
+    all_boxes = np.concatenate(boxes).reshape(-1, 4)
+    area = (all_boxes[:, 2] - all_boxes[:, 0]) * (all_boxes[:, 3] - all_boxes[:, 1])
+    all_boxes = all_boxes[area >= MIN_AREA_FRACTION * w * h]
+    emb = fmap.pool_boxes(all_boxes)
+    s = _saliency_scores(sal, all_boxes)
+    d = _distinctiveness(fmap, emb)
+    s_norm = s / s.max() if len(s) and s.max() > 0 else s
+    d_norm = d / d.max() if len(d) and d.max() > 0 else d
+    saliency = 0.7 * d_norm + 0.3 * s_norm
+    c = _centrality(all_boxes, (w, h))
+    return _ViewCandidates(all_boxes, emb, 0.5 * saliency + 0.5 * c, saliency, c)
+
+
+def pick_boxes(
+    images: Sequence[Image.Image],
+    feature_maps: Sequence[FeatureMap],
+    proposer: Proposer | None,
+    *,
+    anchors: np.ndarray | None = None,
+    rounds: int = 2,
+) -> list[AutoBox | None]:
+    """One `AutoBox` per image (None when no candidate survives), picked jointly across the views.
+
+    `anchors` (K, C) are embeddings of the concept's views that have a given box or mask: they are ground truth, so
+    candidates are pulled towards them. Without anchors and with a single view, only saliency and centrality decide.
+    """
+    views = [_candidates(img, fm, proposer) for img, fm in zip(images, feature_maps, strict=True)]
+    anchor = np.zeros((0, views[0].embeddings.shape[1] if views else 0), dtype=np.float32)
+    if anchors is not None and len(anchors):
+        anchor = np.asarray(anchors, dtype=np.float32)
+    picks = [int(np.argmax(v.prior)) if len(v.boxes) else -1 for v in views]
+    consistency: list[np.ndarray | None] = [None] * len(views)
+    for _ in range(rounds if len(views) > 1 or len(anchor) else 0):
+        for i, v in enumerate(views):
+            if not len(v.boxes):
+                continue
+            others = [views[j].embeddings[picks[j]] for j in range(len(views)) if j != i and picks[j] >= 0]
+            refs = np.concatenate([anchor, np.asarray(others, dtype=np.float32).reshape(-1, anchor.shape[1])])
+            if not len(refs):
+                continue
+            sims = v.embeddings @ refs.T
+            consistency[i] = np.clip(sims.mean(1), 0.0, 1.0)
+            picks[i] = int(np.argmax(0.7 * consistency[i] + 0.3 * v.prior))
+    out: list[AutoBox | None] = []
+    for i, v in enumerate(views):
+        k = picks[i]
+        if k < 0:
+            out.append(None)
+            continue
+        cons = None if consistency[i] is None else float(consistency[i][k])
+        score = float(v.prior[k]) if cons is None else 0.7 * cons + 0.3 * float(v.prior[k])
+        out.append(
+            AutoBox(
+                box=Box(*v.boxes[k]),
+                score=round(score, 4),
+                consistency=None if cons is None else round(cons, 4),
+                saliency=round(float(v.saliency[k]), 4),
+                centrality=round(float(v.centrality[k]), 4),
+                candidates=len(v.boxes),
+            )
+        )
+    return out
