@@ -37,6 +37,11 @@ app = typer.Typer(
 # Each module defines `register(app)`. Listed here, imported eagerly (they import heavy libraries lazily).
 COMMAND_MODULES = [
     "focuskit.cli.localize",
+    "focuskit.cli.vlm",
+    "focuskit.cli.data",
+    "focuskit.cli.train",
+    "focuskit.cli.library", "focuskit.cli.serve",
+    "focuskit.cli.synth", "focuskit.cli.grpo", "focuskit.cli.explain",
 ]
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,361 @@
+"""On-disk state of a library index: SQLite for files and items, numpy shards for the proposal embeddings.
+
+Layout of a state directory:
+
+    library.sqlite          files (root, relative path, size, mtime, status), items (one per photo or video frame:
+                            its proposal boxes and where its embeddings sit), meta (encoder tag, format version)
+    shards/<uuid>.npy       float16 (rows, dim) embeddings of one indexing batch, written atomically
+
+Why this split: the embeddings are the bulk (a 10k-photo library holds ~1M proposal vectors) and search wants them
+as contiguous matrices it can memory-map and multiply, which SQLite blobs are not; everything else is small,
+relational and must change atomically, which is what SQLite is for. A batch is made durable in two steps, shard file
+first, then one SQLite transaction that points items at it: a crash between the two leaves an unreferenced shard
+that the next open deletes, never an item pointing at missing rows. float16 halves the disk and page-cache cost and
+changes cosine scores by less than 1e-3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from focuskit.core.errors import MemoryStoreError
+from focuskit.core.io import atomic_open
+
+FORMAT_VERSION = 1
+DB_NAME = "library.sqlite"
+SHARD_DIR = "shards"
+LOCK_NAME = "index.lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY,
+    root TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha1 TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    indexed_at REAL NOT NULL,
+    UNIQUE (root, path)
+);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    frame INTEGER,
+    time_s REAL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    shard TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    boxes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_file ON items(file_id);
+CREATE INDEX IF NOT EXISTS items_shard ON items(shard);
+"""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: int
+    root: str
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    sha1: str | None
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """What an indexing batch produced for one photo or video frame, before it gets row numbers in a shard."""
+
+    frame: int | None
+    time_s: float | None
+    width: int
+    height: int
+    boxes: np.ndarray
+    """(N, 4) float32 xyxy pixels of the proposals."""
+    embeddings: np.ndarray
+    """(N, dim) L2-normalised embeddings, one per proposal."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file's outcome in a batch: its items, or the reason it could not be indexed."""
+
+    root: str
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    sha1: str | None
+    items: tuple[ItemRecord, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """A stored item: where its embeddings sit in which shard, and its proposal boxes."""
+
+    id: int
+    file_id: int
+    root: str
+    path: str
+    kind: str
+    frame: int | None
+    time_s: float | None
+    width: int
+    height: int
+    shard: str
+    start: int
+    count: int
+    boxes: np.ndarray
+
+
+class LibraryStore:
+    """The state directory of one library index. Every method opens its own connection, so it is thread-safe."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.shard_dir = self.state_dir / SHARD_DIR
+        self.db_path = self.state_dir / DB_NAME
+        try:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MemoryStoreError(f"cannot create the library state directory {self.state_dir}: {exc}") from None
+        try:
+            db = sqlite3.connect(self.db_path, timeout=30.0)
+            try:
+                db.executescript(_SCHEMA)  # runs in its own transaction; IF NOT EXISTS makes it idempotent
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise MemoryStoreError(f"library index {self.db_path} is not a usable SQLite database: {exc}") from None
+        with self.connect() as db:
+            version = self.get_meta("format_version", db=db)
+            if version is None:
+                db.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
+            elif int(version) > FORMAT_VERSION:
+                raise MemoryStoreError(
+                    f"library index {self.db_path} has format {version}, newer than this focuskit reads "
+                    f"({FORMAT_VERSION}); upgrade focuskit or index into another --state directory"
+                )
+
+    # --- connections and locking --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in WAL mode (readers never wait for the indexer); commits on success, rolls back on error."""
+        try:
+            db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise MemoryStoreError(f"cannot open library index {self.db_path}: {exc}") from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the state directory's indexing lock; a second indexer (thread or process) gets a clear error."""
+        path = self.state_dir / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise MemoryStoreError(
+                    f"another indexing run is using {self.state_dir}; wait for it to finish"
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    # --- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str, *, db: sqlite3.Connection | None = None) -> str | None:
+        if db is None:
+            with self.connect() as conn:
+                return self.get_meta(key, db=conn)
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.connect() as db:
+            db.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value)
+            )
+
+    # --- files --------------------------------------------------------------------------------------------
+    def files(self, root: str | None = None) -> dict[tuple[str, str], StoredFile]:
+        """Stored files keyed by (root, path), optionally only those under one root."""
+        query = "SELECT id, root, path, kind, size, mtime_ns, sha1, status, error FROM files"
+        args: tuple[str, ...] = ()
+        if root is not None:
+            query += " WHERE root = ?"
+            args = (root,)
+        with self.connect() as db:
+            rows = db.execute(query, args).fetchall()
+        return {(r[1], r[2]): StoredFile(*r) for r in rows}
+
+    def remove_files(self, file_ids: list[int]) -> None:
+        """Drop files and (by cascade) their items in one transaction."""
+        if not file_ids:
+            return
+        with self.connect() as db:
+            db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
+
+    def touch_file(self, file_id: int, size: int, mtime_ns: int) -> None:
+        """Record a new stat for a file whose content hash did not change (copied, touched, restored)."""
+        with self.connect() as db:
+            db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, file_id))
+
+    def clear(self) -> None:
+        """Forget everything (used when the encoder changes); shard files go at the next `collect_garbage`."""
+        with self.connect() as db:
+            db.execute("DELETE FROM items")
+            db.execute("DELETE FROM files")
+
+    # --- batches ------------------------------------------------------------------------------------------
+    def write_batch(self, records: list[FileRecord]) -> None:
+        """Make one batch durable: shard file first, then one transaction replacing these files' rows."""
+        items = [it for rec in records for it in rec.items]
+        shard = uuid.uuid4().hex
+        if items:
+            embeddings = np.concatenate([it.embeddings for it in items], 0).astype(np.float16)
+            with atomic_open(self.shard_dir / f"{shard}.npy", "wb") as fh:
+                np.save(fh, embeddings, allow_pickle=False)
+        now = time.time()
+        with self.connect() as db:
+            start = 0
+            for rec in records:
+                db.execute("DELETE FROM files WHERE root = ? AND path = ?", (rec.root, rec.path))
+                cur = db.execute(
+                    "INSERT INTO files (root, path, kind, size, mtime_ns, sha1, status, error, indexed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        rec.root,
+                        rec.path,
+                        rec.kind,
+                        rec.size,
+                        rec.mtime_ns,
+                        rec.sha1,
+                        "failed" if rec.error else "ok",
+                        rec.error,
+                        now,
+                    ),
+                )
+                file_id = cur.lastrowid
+                for it in rec.items:
+                    n = len(it.embeddings)
+                    db.execute(
+                        "INSERT INTO items (file_id, frame, time_s, width, height, shard, start, count, boxes) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            file_id,
+                            it.frame,
+                            it.time_s,
+                            it.width,
+                            it.height,
+                            shard,
+                            start,
+                            n,
+                            np.asarray(it.boxes, dtype=np.float32).reshape(-1, 4).tobytes(),
+                        ),
+                    )
+                    start += n
+
+    # --- reading ------------------------------------------------------------------------------------------
+    def items(self, *, root: str | None = None, file_path: str | None = None) -> list[ItemRow]:
+        """Stored items (photos and video frames), ordered by shard then row so shards are read sequentially."""
+        query = (
+            "SELECT i.id, i.file_id, f.root, f.path, f.kind, i.frame, i.time_s, i.width, i.height, i.shard, i.start, "
+            "i.count, i.boxes FROM items i JOIN files f ON f.id = i.file_id"
+        )
+        where, args = [], []
+        if root is not None:
+            where.append("f.root = ?")
+            args.append(root)
+        if file_path is not None:
+            where.append("f.path = ?")
+            args.append(file_path)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY i.shard, i.start"
+        with self.connect() as db:
+            rows = db.execute(query, args).fetchall()
+        return [ItemRow(*r[:12], np.frombuffer(r[12], dtype=np.float32).reshape(-1, 4)) for r in rows]
+
+    def load_shard(self, shard: str) -> np.ndarray:
+        """The (rows, dim) float16 embeddings of a shard, memory-mapped (the OS page cache does the caching)."""
+        path = self.shard_dir / f"{shard}.npy"
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise MemoryStoreError(
+                f"library index shard {path} is missing or corrupt ({exc}); re-index with --reindex"
+            ) from None
+
+    def counts(self) -> dict[str, int]:
+        with self.connect() as db:
+            files_ok = db.execute("SELECT COUNT(*) FROM files WHERE status = 'ok'").fetchone()[0]
+            failed = db.execute("SELECT COUNT(*) FROM files WHERE status = 'failed'").fetchone()[0]
+            items, rows = db.execute("SELECT COUNT(*), COALESCE(SUM(count), 0) FROM items").fetchone()
+        return {"files": int(files_ok), "failed": int(failed), "items": int(items), "proposals": int(rows)}
+
+    def roots(self) -> list[str]:
+        with self.connect() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT root FROM files ORDER BY root")]
+
+    # --- housekeeping -------------------------------------------------------------------------------------
+    def collect_garbage(self, *, compact_below: float = 0.5) -> None:
+        """Delete shards no item points at (left by a crash, a re-index or deleted files); rewrite shards whose
+        live rows fell below `compact_below` of their size, so disk use follows the library's size."""
+        with self.connect() as db:
+            live = dict(db.execute("SELECT shard, SUM(count) FROM items GROUP BY shard").fetchall())
+        for path in self.shard_dir.glob("*.npy"):
+            if path.stem not in live:
+                path.unlink(missing_ok=True)
+        for path in self.shard_dir.glob(".*.tmp"):  # an atomic write interrupted by a kill
+            path.unlink(missing_ok=True)
+        for shard, n_live in live.items():
+            arr = self.load_shard(shard)
+            if n_live < compact_below * len(arr):
+                self._compact(shard, arr)
+
+    def _compact(self, shard: str, arr: np.ndarray) -> None:
+        new = uuid.uuid4().hex
+        with self.connect() as db:
+            rows = db.execute("SELECT id, start, count FROM items WHERE shard = ? ORDER BY start", (shard,)).fetchall()
+            parts, updates, start = [], [], 0
+            for item_id, s, n in rows:
+                parts.append(np.asarray(arr[s : s + n]))
+                updates.append((new, start, item_id))
+                start += n
+            with atomic_open(self.shard_dir / f"{new}.npy", "wb") as fh:
+                np.save(fh, np.concatenate(parts, 0) if parts else arr[:0], allow_pickle=False)
+            db.executemany("UPDATE items SET shard = ?, start = ? WHERE id = ?", updates)
+        (self.shard_dir / f"{shard}.npy").unlink(missing_ok=True)

@@ -1,0 +1,177 @@
+"""Concepts: create from uploaded photos (and/or library photos) with boxes, list, rename, delete, view thumbnails."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from focuskit.server.deps import app_state, json_field, parse_box, require_token
+from focuskit.server.errors import ApiError, NotFound
+from focuskit.server.imaging import image_response
+from focuskit.server.routes.library import load_library_image
+from focuskit.server.security import read_image
+
+router = APIRouter(tags=["concepts"], dependencies=[Depends(require_token)])
+
+
+class ConceptPatch(BaseModel):
+    """Fields to change; omitted ones stay."""
+
+    name: str | None = Field(default=None, description="New name")
+    context: str | None = Field(default=None, description="New context text given to the VLM")
+
+
+def concept_json(request: Request, name: str) -> dict[str, Any]:
+    memory = app_state(request).memory
+    info = memory.get(name)
+    views = memory.views(name)
+    base = f"/concepts/{quote(info.name, safe='')}/views"
+    return {
+        "name": info.name,
+        "context": info.context,
+        "color": info.color,
+        "vectors": info.vectors,
+        "views": [
+            {
+                "index": i,
+                "source": v.source,
+                "how": v.how,
+                "box": v.box.as_list(),
+                "size": [v.image.width, v.image.height],
+                "thumbnail": f"{base}/{i}/thumbnail",
+            }
+            for i, v in enumerate(views)
+        ],
+    }
+
+
+def check_name(name: str) -> str:
+    """Names travel in URL paths here, so '/' (which would split the path) is refused; the memory checks the rest."""
+    clean = name.strip()
+    if "/" in clean:
+        raise ApiError(422, "invalid_request", f"a concept name may not contain '/', got {clean!r}")
+    return clean
+
+
+def _unknown(request: Request, name: str) -> NotFound:
+    known = app_state(request).memory.names()
+    return NotFound(f"no concept {name!r}; concepts: {', '.join(repr(n) for n in known[:20]) or 'none'}")
+
+
+@router.get("/concepts", summary="List concepts with their views")
+def list_concepts(request: Request) -> dict[str, Any]:
+    memory = app_state(request).memory
+    return {"encoder": memory.encoder_name, "concepts": [concept_json(request, n) for n in memory.names()]}
+
+
+@router.post("/concepts", status_code=201, summary="Create a concept from photos with boxes")
+async def create_concept(
+    request: Request,
+    name: str = Form(..., description="Concept name, e.g. 'my red mug'"),
+    context: str = Form("", description="What the VLM should know about it"),
+    boxes: str = Form("[]", description="JSON list, one [x1,y1,x2,y2] (pixels) or null (find it) per uploaded image"),
+    library_images: str = Form(
+        "[]", description='JSON list of {"path": relative library path, "frame": int|null, "box": [x1,y1,x2,y2]|null}'
+    ),
+    replace: bool = Form(False, description="Replace an existing concept of that name"),
+    images: list[UploadFile] = File(default=[], description="Reference photos"),
+) -> dict[str, Any]:
+    state = app_state(request)
+    settings = state.settings
+    box_list = json_field(boxes, "boxes", expect=list, default=[])
+    picks = json_field(library_images, "library_images", expect=list, default=[])
+    if len(images) + len(picks) > settings.max_files:
+        raise ApiError(
+            413, "too_many_files", f"{len(images) + len(picks)} views given, the limit is {settings.max_files}"
+        )
+    if len(box_list) != len(images):
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"got {len(images)} images and {len(box_list)} boxes: give one box (or null) per image",
+        )
+    if not images and not picks:
+        raise ApiError(422, "invalid_request", "no views: upload images (with boxes) or pick library_images")
+    views, view_boxes = [], []
+    for i, (upload, raw) in enumerate(zip(images, box_list, strict=True)):
+        view_boxes.append(parse_box(raw, f"boxes[{i}]"))
+        views.append(
+            await read_image(
+                upload, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels, field=f"images[{i}]"
+            )
+        )
+    for i, pick in enumerate(picks):
+        if not isinstance(pick, dict) or not isinstance(pick.get("path"), str):
+            raise ApiError(
+                422, "invalid_request", f'library_images[{i}] must be {{"path": ..., "box": ...}}, got {pick!r}'
+            )
+        frame = pick.get("frame")
+        if frame is not None and (not isinstance(frame, int) or isinstance(frame, bool)):
+            raise ApiError(
+                422, "invalid_request", f"library_images[{i}].frame must be an integer or null, got {frame!r}"
+            )
+        view_boxes.append(parse_box(pick.get("box"), f"library_images[{i}].box"))
+        views.append(await run_in_threadpool(load_library_image, state, pick["path"], frame))
+
+    def add() -> dict[str, Any]:
+        with state.write_lock:  # one writer at a time in this process; the memory's file lock covers others
+            clean = check_name(name)
+            if clean in state.memory and not replace:
+                raise ApiError(
+                    409, "concept_exists", f"concept {clean!r} already exists: pick another name or send replace=true"
+                )
+            report = state.memory.add(clean, views, boxes=view_boxes, context=context, replace=replace)
+        return concept_json(request, report.name)
+
+    return await run_in_threadpool(add)
+
+
+@router.get("/concepts/{name}/views/{index}/thumbnail", name="concept_thumbnail", summary="A view's thumbnail (JPEG)")
+def concept_thumbnail(request: Request, name: str, index: int) -> Any:
+    memory = app_state(request).memory
+    if name not in memory:
+        raise _unknown(request, name)
+    views = memory.views(name)
+    if not 0 <= index < len(views):
+        raise NotFound(f"concept {name!r} has {len(views)} view(s); no view {index}")
+    return image_response(views[index].thumbnail)
+
+
+@router.get("/concepts/{name}", summary="One concept")
+def get_concept(request: Request, name: str) -> dict[str, Any]:
+    if name not in app_state(request).memory:
+        raise _unknown(request, name)
+    return concept_json(request, name)
+
+
+@router.patch("/concepts/{name}", summary="Rename a concept or change its context")
+def patch_concept(request: Request, name: str, patch: ConceptPatch) -> dict[str, Any]:
+    state = app_state(request)
+    with state.write_lock:
+        if name not in state.memory:
+            raise _unknown(request, name)
+        current = name
+        if patch.name is not None and check_name(patch.name) != name:
+            if patch.name.strip() in state.memory:
+                raise ApiError(
+                    409, "concept_exists", f"cannot rename {name!r}: a concept {patch.name.strip()!r} exists"
+                )
+            state.memory.rename(name, patch.name)
+            current = patch.name.strip()
+        if patch.context is not None:
+            state.memory.set_context(current, patch.context)
+    return concept_json(request, current)
+
+
+@router.delete("/concepts/{name}", summary="Delete a concept")
+def delete_concept(request: Request, name: str) -> dict[str, Any]:
+    state = app_state(request)
+    with state.write_lock:
+        if name not in state.memory:
+            raise _unknown(request, name)
+        state.memory.remove(name)
+    return {"deleted": name}
