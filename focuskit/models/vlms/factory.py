@@ -258,9 +258,10 @@ def load_vlm(
     given, frozen otherwise). The prompt config saved with the checkpoint (if any) comes back in `bundle.prompt`.
     `dtype="auto"` is bf16 on a GPU that supports it and float32 on CPU.
     """
+    info = inspect_checkpoint(path_or_hub_id)  # before importing transformers: bad paths fail fast
+
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    info = inspect_checkpoint(path_or_hub_id)
     torch_dtype = _torch_dtype(dtype)
     quant = _quantization_config(load_in_4bit, torch_dtype)
     attn = resolve_attn_implementation(attn_implementation)
