@@ -105,6 +105,16 @@ class EncoderSpec:
         return create_encoder(self.name, **self.options)
 
 
+DEFAULT_ENCODER_NAME = "mobilenetv2"
+DEFAULT_ENCODER_OPTIONS: dict[str, Any] = {"layer": "s16+s32"}
+"""PeKit's default: MobileNetV2 stride-16 parts + stride-32 semantics. On the sample set it separated positives from
+negatives (min 0.65 vs max 0.57 cosine) where stride-16 alone overlapped (0.44 vs 0.60)."""
+
+
+def default_encoder_spec() -> EncoderSpec:
+    return EncoderSpec(DEFAULT_ENCODER_NAME, dict(DEFAULT_ENCODER_OPTIONS))
+
+
 @dataclass(frozen=True)
 class ProposerSpec:
     """A `create_proposer` name and its options (the proposal source of auto-boxing and detection)."""
@@ -302,8 +312,8 @@ class ConceptMemory:
     """Named concepts with reference views, stored under `directory` (created on first use).
 
     `encoder` is what embeds views and queries: an `Encoder`, an `EncoderSpec`, a `create_encoder` name, or None to
-    use the one the memory was built with (or `EncoderSpec()` for a new memory). `proposer` is the proposal source
-    for views added without a box.
+    use the one the memory was built with (or `default_encoder_spec()` for a new memory). `proposer` is the proposal
+    source for views added without a box.
     """
 
     def __init__(
@@ -456,7 +466,14 @@ class ConceptMemory:
             elif isinstance(arg, EncoderSpec):
                 self._encoder = arg.create()
             else:
-                self._encoder = self._stored_spec().create()
+                spec = self._stored_spec()
+                try:
+                    self._encoder = spec.create()
+                except ConfigError as exc:
+                    raise MemoryStoreError(
+                        f"concept memory {self.directory} was built with encoder {self.encoder_name!r}, which cannot "
+                        f"be rebuilt from its name ({exc}); pass that encoder explicitly"
+                    ) from None
         return self._encoder
 
     def _stored_spec(self) -> EncoderSpec:
@@ -470,7 +487,7 @@ class ConceptMemory:
         tag = self.encoder_name
         if tag is not None:
             return EncoderSpec(name=tag)
-        return EncoderSpec()
+        return default_encoder_spec()
 
     def _spec_json(self) -> str:
         arg = self._encoder_arg
