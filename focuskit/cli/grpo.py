@@ -1,0 +1,44 @@
+"""`focuskit train grpo`: FOCUS stage 2 (GRPO with IoU and format rewards) from an SFT checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def grpo(
+    config: Annotated[Path, typer.Option("--config", "-c", help="GRPO config YAML, e.g. configs/grpo_tiny.yaml")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Config overrides key=value, dotted for sections: reward_weights.format=0.5"),
+    ] = None,
+) -> None:
+    """Sample G answers per episode, reward IoU + format, and train LoRA adapters; saves OUTPUT_DIR/final."""
+    from focuskit.core.config import load_config
+    from focuskit.training.grpo_config import GRPOConfig
+    from focuskit.training.run_grpo import train_grpo
+
+    cfg = load_config(GRPOConfig, config, overrides or [])
+    result = train_grpo(cfg)
+    typer.echo(f"trained {cfg.max_steps} steps on {result.episodes} episodes; model saved to {result.final_model}")
+    if result.dropped_absent:
+        typer.echo(f"left out {result.dropped_absent} absent-query episode(s) (absent_episodes is off)")
+    for key in ("reward", "iou", "format_rate", "reward_std_within", "kl"):
+        series = [v for v in result.series(key) if not math.isnan(v)]
+        if series:
+            n = max(1, len(series) // 10)
+            first, last = sum(series[:n]) / n, sum(series[-n:]) / n
+            typer.echo(f"{key}: {first:.4f} -> {last:.4f} (mean of first/last {n} logged steps)")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"diagnostics per step: {result.output_dir / 'metrics.jsonl'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `grpo` to the `train` command group (owned by `focuskit.cli.train`)."""
+    from focuskit.cli.train import train_app
+
+    train_app.command("grpo")(grpo)

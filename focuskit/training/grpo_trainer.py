@@ -1,0 +1,522 @@
+"""A compact GRPO trainer for in-context localization prompts, with diagnostics that say when it is not learning.
+
+Why not TRL's `GRPOTrainer`: it renders prompts itself from chat messages through the processor's
+`apply_chat_template(tokenize=True)`, with the processor's default image resizing. focuskit's prompts come from
+`encode_episode`, which resizes with the checkpoint's `PromptConfig` (`min_pixels`/`max_pixels`): Qwen2.5-VL boxes
+are pixels of the *resized* image, so a different resize silently changes the targets, and the visual token count
+changes with it. Rather than keep two prompt paths in step, this trainer uses the exact inputs SFT and evaluation
+use, and the rest of GRPO is small:
+
+1. rollout: for each episode, sample G answers (one batched `generate` over the step's episodes);
+2. reward each answer (`rewards.iou_reward`, `rewards.format_reward`, weighted), normalize within each group;
+3. loss per answer token: -min(r * A, clip(r, 1 - eps, 1 + eps_high) * A) + beta * KL_k3(policy || reference),
+   where r is the ratio to the sampling policy and the reference is the same model with its LoRA adapter disabled
+   (`with model.disable_adapter():`), so no second copy of the weights exists.
+
+Every step logs the mean reward, the within-group reward std (warning when it stays ~0: all answers in a group score
+the same, advantages are 0, and nothing is learned), the format-valid rate, mean IoU and KL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from focuskit.core.episode import Episode
+from focuskit.core.errors import ModelError
+from focuskit.models.vlms.encoding import EncodedEpisode, collate_encoded, encode_episode, episode_answer
+from focuskit.models.vlms.factory import VLMBundle
+from focuskit.models.vlms.families import family_spec
+from focuskit.training.grpo_config import GRPOConfig
+from focuskit.training.rewards import format_reward, iou_reward, parsed_ok
+
+logger = logging.getLogger(__name__)
+
+RewardFunc = Callable[..., list[float]]
+_VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<image>")
+
+
+# --- the maths, as plain functions (unit-tested) ------------------------------------------------------------------
+def group_advantages(rewards: torch.Tensor, group_size: int, *, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """(N,) rewards, consecutive groups of `group_size` -> (N,) advantages (reward - group mean) [/ group std].
+
+    A group whose rewards are all equal gets advantages of exactly 0.
+    """
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    grouped = rewards.view(-1, group_size)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        centred = centred / (grouped.std(dim=1, keepdim=True, unbiased=False) + eps)
+    return centred.reshape(-1)
+
+
+def grpo_token_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    epsilon_low: float,
+    epsilon_high: float,
+    beta: float,
+    loss_type: str,
+    normalizer: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped GRPO objective for one group of answers.
+
+    Shapes: `logps`, `old_logps`, `ref_logps`, `mask` are (G, T) over answer tokens (`mask` marks real tokens);
+    `advantages` is (G,). `normalizer` is what the summed loss is divided by: the number of answers in the whole
+    batch (loss_type "grpo": each answer's token mean counts once) or of answer tokens ("bnpo"). Returns the loss
+    and detached statistics: KL (mean per token) and the fraction of tokens whose ratio was clipped.
+    """
+    mask = mask.to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * adv
+    per_token = -torch.minimum(unclipped, clipped)
+    kl = torch.zeros_like(logps)
+    if ref_logps is not None:
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1  # k3 estimator: unbiased, always >= 0
+        if beta > 0:
+            per_token = per_token + beta * kl
+    tokens = mask.sum(dim=1).clamp(min=1)
+    if loss_type == "grpo":
+        loss = ((per_token * mask).sum(dim=1) / tokens).sum() / normalizer
+    else:
+        loss = (per_token * mask).sum() / normalizer
+    n = float(mask.sum().clamp(min=1))
+    is_clipped = ((ratio < 1 - epsilon_low) & (adv < 0)) | ((ratio > 1 + epsilon_high) & (adv > 0))
+    stats = {
+        "kl": float((kl.detach() * mask).sum() / n),
+        "clip_ratio": float((is_clipped.to(mask.dtype) * mask).sum() / n),
+    }
+    return loss, stats
+
+
+# --- rollouts ------------------------------------------------------------------------------------------------------
+@dataclass
+class Group:
+    """One episode's prompt and its G sampled answers with their rewards."""
+
+    episode: Episode
+    encoded: EncodedEpisode
+    solution: str
+    image_size: tuple[int, int]
+    resized_size: tuple[int, int]
+    completion_ids: torch.Tensor
+    """(G, T) answer tokens, right-padded; T >= 1."""
+    completion_mask: torch.Tensor
+    """(G, T) bool: real answer tokens (up to and including the end-of-turn token)."""
+    texts: list[str]
+    rewards: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    """(G,) weighted total reward."""
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    """Per reward function name, the G unweighted rewards."""
+    old_logps: torch.Tensor | None = None
+    ref_logps: torch.Tensor | None = None
+    image_features: tuple[torch.Tensor, ...] | None = None
+    """The prompt's per-image vision-tower outputs, computed once and shared by the G answers and all passes."""
+
+
+@dataclass
+class GRPOStepStats:
+    """What one optimizer step logs."""
+
+    step: int
+    values: dict[str, float]
+
+
+class ZeroVarianceMonitor:
+    """Counts consecutive steps whose within-group reward std is ~0 (and whose format rate is ~0) and warns once
+    per streak, because the loss keeps going down while nothing is learned and nobody notices for hours."""
+
+    def __init__(self, threshold: float, patience: int, min_format_rate: float) -> None:
+        self.threshold = threshold
+        self.patience = patience
+        self.min_format_rate = min_format_rate
+        self.zero_std_streak = 0
+        self.low_format_streak = 0
+        self.warnings: list[str] = []
+
+    def update(self, step: int, reward_std: float, format_rate: float | None) -> list[str]:
+        fired: list[str] = []
+        self.zero_std_streak = self.zero_std_streak + 1 if reward_std <= self.threshold else 0
+        if self.zero_std_streak == self.patience:
+            fired.append(
+                f"step {step}: the reward std within groups has been ~0 (<= {self.threshold:g}) for "
+                f"{self.patience} steps in a row: every answer in a group scores the same, so all advantages are 0 "
+                "and GRPO learns nothing. Raise temperature or group_size, check that answers vary, and start from "
+                "an SFT checkpoint that already writes boxes (docs/grpo.md, Diagnostics)."
+            )
+        if format_rate is not None:
+            self.low_format_streak = self.low_format_streak + 1 if format_rate < self.min_format_rate else 0
+            if self.low_format_streak == self.patience:
+                fired.append(
+                    f"step {step}: fewer than {self.min_format_rate:.0%} of answers were well-formed boxes for "
+                    f"{self.patience} steps in a row: the model does not write the trained box form, so the IoU "
+                    "reward is always 0. Start GRPO from an SFT checkpoint (docs/grpo.md, Diagnostics)."
+                )
+        for msg in fired:
+            logger.warning(msg)
+        self.warnings += fired
+        return fired
+
+
+class GRPOTrainer:
+    """Runs GRPO on a LoRA-wrapped `bundle.model` (a peft model: the reference is the adapter disabled).
+
+    `reward_funcs` default to `[iou_reward, format_reward]` weighted by `config.reward_weights`; custom functions
+    follow the same convention (`f(completions, solution, **kwargs) -> list[float]`) and need `reward_weights`.
+    """
+
+    def __init__(
+        self,
+        bundle: VLMBundle,
+        config: GRPOConfig,
+        episodes: Sequence[Episode],
+        *,
+        reward_funcs: Sequence[RewardFunc] | None = None,
+        reward_weights: Sequence[float] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not hasattr(bundle.model, "disable_adapter"):
+            raise ModelError(
+                "GRPO needs a LoRA-wrapped (peft) model: the reference policy is the same model with the adapter "
+                "disabled, so no second copy is kept"
+            )
+        if not episodes:
+            raise ModelError("GRPO needs at least one training episode")
+        self.bundle = bundle
+        self.model = bundle.model
+        self.processor = bundle.processor
+        self.config = config
+        self.episodes = list(episodes)
+        if reward_funcs is None:
+            self.reward_funcs: list[RewardFunc] = [iou_reward, format_reward]
+            self.reward_weights = [config.reward_weights.iou, config.reward_weights.format]
+        else:
+            self.reward_funcs = list(reward_funcs)
+            self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(reward_funcs)
+            if len(self.reward_weights) != len(self.reward_funcs):
+                raise ModelError(
+                    f"number of reward weights ({len(self.reward_weights)}) must match number of reward functions "
+                    f"({len(self.reward_funcs)})"
+                )
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device)
+        tok = self.processor.tokenizer
+        spec = family_spec(bundle.family)
+        eos = {tok.convert_tokens_to_ids(spec.end_of_turn), tok.pad_token_id, tok.eos_token_id}
+        eos.discard(None)
+        self.eos_ids = sorted(int(i) for i in eos)
+        self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else self.eos_ids[0])
+        vocab = tok.get_vocab()
+        self.suppress = sorted({vocab[t] for t in _VISION_TOKENS if t in vocab})
+        self.rng = np.random.default_rng(config.seed)
+        self._vision_model = getattr(self.model.get_base_model(), "model", None)
+        vision_trainable = any(p.requires_grad for n, p in self.model.named_parameters() if ".visual." in n)
+        self._share_vision = (
+            bundle.family in ("qwen2_vl", "qwen2_5_vl")
+            and hasattr(self._vision_model, "get_image_features")
+            and not vision_trainable
+        )
+        self.monitor = ZeroVarianceMonitor(
+            config.diagnostics.zero_std_threshold,
+            config.diagnostics.zero_std_patience,
+            config.diagnostics.min_format_rate,
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ModelError("the model has no trainable parameters: were the LoRA adapters loaded as frozen?")
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        from transformers import get_scheduler
+
+        total = config.max_steps * config.num_iterations
+        self.scheduler = get_scheduler(
+            config.lr_scheduler,
+            self.optimizer,
+            num_warmup_steps=math.ceil(config.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        self.log_history: list[dict[str, float]] = []
+        self._cache: dict[str, tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]] = {}
+
+    # --- data -------------------------------------------------------------------------------------------------------
+    def _encoded(self, episode: Episode) -> tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]:
+        """Prompt inputs and the target answer of an episode, encoded once (prompts do not change during training)."""
+        key = episode.id
+        if key not in self._cache:
+            enc = encode_episode(
+                self.processor, episode, with_answer=False, prompt=self.bundle.prompt, family=self.bundle.family
+            )
+            answer, size, rsize = episode_answer(episode, self.bundle.family, self.bundle.prompt, self.processor)
+            self._cache[key] = (enc, answer, size, rsize)
+        return self._cache[key]
+
+    def _sample_episodes(self) -> list[Episode]:
+        idx = self.rng.choice(len(self.episodes), size=self.config.episodes_per_step, replace=False)
+        return [self.episodes[int(i)] for i in idx]
+
+    # --- rollout ----------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout(self, episodes: Sequence[Episode]) -> list[Group]:
+        """Sample G answers per episode with one batched `generate`, and reward them."""
+        cfg = self.config
+        G = cfg.group_size
+        encoded = [self._encoded(ep) for ep in episodes]
+        batch = collate_encoded([e[0] for e in encoded], padding_side="left", pad_token_id=self.pad_id)
+        inputs = {k: v.to(self.device) for k, v in batch.items() if k not in ("box_token_mask", "query_image_mask")}
+        prompt_len = inputs["input_ids"].shape[1]
+        self.model.eval()
+        out = self.model.generate(
+            **inputs,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=G,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            suppress_tokens=self.suppress or None,
+        )
+        completions = out[:, prompt_len:].cpu()
+        if completions.shape[1] == 0:  # nothing generated at all: keep one pad token so shapes stay valid
+            completions = torch.full((out.shape[0], 1), self.pad_id, dtype=out.dtype)
+        groups = []
+        tok = self.processor.tokenizer
+        eos = torch.tensor(self.eos_ids)
+        for i, (ep, (enc, answer, size, rsize)) in enumerate(zip(episodes, encoded, strict=True)):
+            ids = completions[i * G : (i + 1) * G]
+            is_eos = torch.isin(ids, eos)
+            # Real tokens: everything up to and including the first end-of-turn/pad token.
+            before_eos = (is_eos.cumsum(dim=1) - is_eos.long()) == 0
+            mask = before_eos
+            texts = [
+                tok.decode(row[m & ~e].tolist(), skip_special_tokens=False)
+                for row, m, e in zip(ids, mask, is_eos, strict=True)
+            ]
+            length = max(1, int(mask.sum(dim=1).max()))
+            groups.append(
+                Group(
+                    episode=ep,
+                    encoded=enc,
+                    solution=answer,
+                    image_size=size,
+                    resized_size=rsize,
+                    completion_ids=ids[:, :length].clone(),
+                    completion_mask=mask[:, :length].clone(),
+                    texts=texts,
+                )
+            )
+        self._reward(groups)
+        return groups
+
+    def _reward(self, groups: list[Group]) -> None:
+        for g in groups:
+            n = len(g.texts)
+            total = torch.zeros(n, dtype=torch.float32)
+            for func, weight in zip(self.reward_funcs, self.reward_weights, strict=True):
+                values = func(
+                    g.texts,
+                    [g.solution] * n,
+                    family=self.bundle.family,
+                    image_size=[g.image_size] * n,
+                    resized_size=[g.resized_size] * n,
+                    allow_absent=self.bundle.prompt.allow_absent,
+                )
+                g.parts[getattr(func, "__name__", "reward")] = [float(v) for v in values]
+                total += weight * torch.tensor(values, dtype=torch.float32)
+            g.rewards = total
+
+    # --- log-probs --------------------------------------------------------------------------------------------------
+    def group_logps(self, group: Group) -> torch.Tensor:
+        """(G, T) log-probs of the group's answer tokens under the current model (temperature-scaled, as sampled)."""
+        G, T = group.completion_ids.shape
+        enc = group.encoded.inputs
+        prompt_ids = enc["input_ids"].to(self.device)
+        ids = torch.cat([prompt_ids.expand(G, -1), group.completion_ids.to(self.device)], dim=1)
+        attn = torch.cat(
+            [enc["attention_mask"].to(self.device).expand(G, -1), group.completion_mask.to(self.device).long()], dim=1
+        )
+        inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": attn}
+        for key in ("mm_token_type_ids", "token_type_ids"):
+            if key in enc:
+                tt = enc[key].to(self.device)
+                inputs[key] = torch.cat([tt.expand(G, -1), tt.new_zeros(G, T)], dim=1)
+        features = self._image_features(group)
+        for key, value in enc.items():
+            if key in inputs or key in ("input_ids", "attention_mask") or (features and key == "pixel_values"):
+                continue
+            inputs[key] = torch.cat([value.to(self.device)] * G, dim=0)
+        if features:
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features * G)}
+        logits = self.model(**inputs, logits_to_keep=T + 1, use_cache=False).logits[:, :-1, :]
+        logits = logits.float() / self.config.temperature
+        targets = group.completion_ids.to(self.device)
+        return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+    @torch.no_grad()
+    def _image_features(self, group: Group) -> tuple[torch.Tensor, ...] | None:
+        """Vision-tower outputs for the group's images (Qwen families), or None to let the model compute them.
+
+        LoRA adapts only the language model, so the vision tower is frozen: its output is the same for the policy,
+        the reference and every answer of the group, and computing it once saves G x passes of the tower.
+        """
+        if not self._share_vision or "pixel_values" not in group.encoded.inputs:
+            return None
+        if group.image_features is None:
+            enc = group.encoded.inputs
+            out = self._vision_model.get_image_features(
+                enc["pixel_values"].to(self.device), enc["image_grid_thw"].to(self.device), return_dict=True
+            )
+            group.image_features = tuple(out.pooler_output)
+        return group.image_features
+
+    @torch.no_grad()
+    def reference_logps(self, group: Group) -> torch.Tensor:
+        with self.model.disable_adapter():
+            return self.group_logps(group)
+
+    # --- one step ---------------------------------------------------------------------------------------------------
+    def step(self, step: int) -> GRPOStepStats:
+        cfg = self.config
+        groups = self.rollout(self._sample_episodes())
+        advantages = [group_advantages(g.rewards, cfg.group_size, scale=cfg.scale_rewards) for g in groups]
+        if cfg.loss_type == "grpo":
+            normalizer = float(sum(g.completion_ids.shape[0] for g in groups))
+        else:
+            normalizer = float(sum(int(g.completion_mask.sum()) for g in groups)) or 1.0
+        need_ref = cfg.beta > 0
+        for g in groups:
+            g.ref_logps = self.reference_logps(g) if need_ref else None
+        if cfg.num_iterations > 1:
+            with torch.no_grad():
+                for g in groups:
+                    g.old_logps = self.group_logps(g)
+        eps_high = cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon
+        stats: dict[str, list[float]] = {"kl": [], "clip_ratio": [], "loss": [], "grad_norm": []}
+        self.model.train()
+        for _ in range(cfg.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            total_loss = 0.0
+            for g, adv in zip(groups, advantages, strict=True):
+                logps = self.group_logps(g)
+                old = g.old_logps if g.old_logps is not None else logps.detach()
+                loss, s = grpo_token_loss(
+                    logps,
+                    old,
+                    g.ref_logps,
+                    adv.to(self.device),
+                    g.completion_mask.to(self.device),
+                    epsilon_low=cfg.epsilon,
+                    epsilon_high=eps_high,
+                    beta=cfg.beta,
+                    loss_type=cfg.loss_type,
+                    normalizer=normalizer,
+                )
+                loss.backward()
+                total_loss += float(loss.detach())
+                stats["kl"].append(s["kl"])
+                stats["clip_ratio"].append(s["clip_ratio"])
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            stats["loss"].append(total_loss)
+            stats["grad_norm"].append(float(grad_norm))
+        self.model.eval()
+        return GRPOStepStats(step=step, values=self._diagnostics(step, groups, stats))
+
+    def _diagnostics(self, step: int, groups: list[Group], stats: dict[str, list[float]]) -> dict[str, float]:
+        rewards = torch.stack([g.rewards for g in groups])  # (episodes, G)
+        within_std = float(rewards.std(dim=1, unbiased=False).mean())
+        zero_std = float(
+            (rewards.std(dim=1, unbiased=False) <= self.config.diagnostics.zero_std_threshold).float().mean()
+        )
+        values: dict[str, float] = {
+            "step": float(step),
+            "reward": float(rewards.mean()),
+            "reward_std_within": within_std,
+            "frac_zero_std_groups": zero_std,
+            "completion_length": float(np.mean([float(g.completion_mask.sum(dim=1).float().mean()) for g in groups])),
+            "parse_rate": float(
+                np.mean([np.mean(parsed_ok(g.texts, family=self.bundle.family)) for g in groups])  # type: ignore[arg-type]
+            ),
+            "kl": float(np.mean(stats["kl"])) if self.config.beta > 0 else float("nan"),
+            "clip_ratio": float(np.mean(stats["clip_ratio"])),
+            "loss": float(np.mean(stats["loss"])),
+            "grad_norm": float(np.mean(stats["grad_norm"])),
+            "learning_rate": float(self.scheduler.get_last_lr()[0]),
+        }
+        for name in {n for g in groups for n in g.parts}:
+            values[f"rewards/{name}"] = float(np.mean([np.mean(g.parts[name]) for g in groups if name in g.parts]))
+        format_rate = values.get("rewards/format_reward")
+        if "rewards/iou_reward" in values:
+            values["iou"] = values["rewards/iou_reward"]
+        if format_rate is not None:
+            values["format_rate"] = format_rate
+        self.monitor.update(step, within_std, format_rate)
+        return values
+
+    # --- loop -------------------------------------------------------------------------------------------------------
+    def train(
+        self,
+        on_log: Callable[[dict[str, float]], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> list[dict[str, float]]:
+        """Run `config.max_steps` steps; every `logging_steps` the step's diagnostics go to the log history,
+        the progress bar, the module logger and `on_log`. `on_step(step)` runs after every step (checkpoints)."""
+        cfg = self.config
+        bar = tqdm(range(1, cfg.max_steps + 1), desc="grpo", unit="step", disable=not cfg.progress_bar)
+        for step in bar:
+            stats = self.step(step)
+            if on_step is not None:
+                on_step(step)
+            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                self.log_history.append(stats.values)
+                v = stats.values
+                bar.set_postfix(
+                    reward=f"{v['reward']:.3f}", std=f"{v['reward_std_within']:.3f}", iou=f"{v.get('iou', 0):.3f}"
+                )
+                logger.info("grpo %s", {k: round(x, 4) for k, x in v.items()})
+                if on_log is not None:
+                    on_log(v)
+        return self.log_history
+
+
+def check_reference(trainer: GRPOTrainer, episode: Episode, *, atol: float = 1e-4) -> float:
+    """Check that the reference (adapter disabled) equals the start policy (adapter on) before training.
+
+    Freshly initialised LoRA adapters are zero, so the two must agree; a difference means the adapters are not
+    fresh (e.g. a trained adapter was loaded as trainable), and the KL term would anchor to the wrong model.
+    Returns the max absolute log-prob difference on `episode`'s target answer tokens; raises `ModelError` above `atol`.
+    """
+    enc, answer, size, rsize = trainer._encoded(episode)
+    tok = trainer.processor.tokenizer
+    ids = torch.tensor([tok(answer, add_special_tokens=False)["input_ids"]])
+    group = Group(episode, enc, answer, size, rsize, ids, torch.ones_like(ids, dtype=torch.bool), [answer])
+    with torch.no_grad():
+        policy = trainer.group_logps(group)
+        reference = trainer.reference_logps(group)
+    diff = float((policy - reference).abs().max())
+    if diff > atol:
+        raise ModelError(
+            f"the reference policy (model with its LoRA adapter disabled) does not match the start checkpoint: "
+            f"log-probs differ by up to {diff:.3g} before any training step. GRPO's KL would anchor to a different "
+            "model; start from a full checkpoint or a merged SFT model with fresh adapters"
+        )
+    return diff
