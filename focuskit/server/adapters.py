@@ -28,18 +28,13 @@ def create_backend(cfg: BackendSettings) -> Any:
 
 
 def personalized_answer(memory: Any, detector: Any, backend: Any, image: Image.Image, question: str) -> dict[str, Any]:
-    """Detect the memory's concepts, draw them in their colors, ask the backend; PeKit's answer pipeline.
+    """PeKit's answer pipeline (`focuskit.personalize.answer.ask`) with the server's shared detector, as JSON."""
+    from focuskit.personalize.answer import ask
 
-    With nothing detected the question goes to the backend unchanged (as PeKit does).
-    """
-    from focuskit.personalize.prompting import build_prompt
-
-    detections = detector.detect(image)
-    prompt = build_prompt(image, detections, question, memory)
-    answer = backend.generate(prompt.images, prompt.text)
+    answer = ask(image, question, memory, backend, detector=detector)
     return {
-        "answer": answer,
-        "personalized": prompt.personalized,
-        "detections": detections.to_json(),
-        "prompt": prompt.text,
+        "answer": answer.text,
+        "personalized": answer.personalized,
+        "detections": answer.detections.to_json(),
+        "prompt": answer.prompt,
     }

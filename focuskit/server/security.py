@@ -30,7 +30,8 @@ from focuskit.server.errors import ApiError
 ALLOWED_CONTENT_TYPES = frozenset(
     {"image/jpeg", "image/jpg", "image/png", "image/webp", "image/bmp", "image/gif", "image/tiff", "image/x-ms-bmp"}
 )
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+"""Pillow plugins a request may reach (phone MPO files open through the JPEG plugin)."""
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -123,7 +124,7 @@ def decode_image(data: bytes, *, max_pixels: int, field: str, name: str = "") ->
             width, height = probe.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise ApiError(
-            422, "bad_image", f"{label} is not a decodable image (accepted: {', '.join(ALLOWED_FORMATS[:-1])})"
+            422, "bad_image", f"{label} is not a decodable image (accepted: {', '.join(ALLOWED_FORMATS)})"
         ) from None
     if width * height > max_pixels:
         raise ApiError(
