@@ -48,9 +48,12 @@ def evaluate(
         skipped[k] = len(episodes) - len(usable)
         preds, truths = [], []
         start = time.perf_counter()
-        for ep in usable:
+        # Engines that batch many episodes at once (the VLM shares support prefixes) get them all in one call.
+        batched = getattr(localizer, "localize_episodes", None)
+        answers = batched([ep.with_shots(k) for ep in usable]) if callable(batched) else None
+        for i, ep in enumerate(usable):
             sub = ep.with_shots(k)
-            pred = localizer.localize(sub.supports, sub.query_image)
+            pred = answers[i] if answers is not None else localizer.localize(sub.supports, sub.query_image)
             score = episode_iou(pred.box, ep.query_box)
             preds.append(pred.box)
             truths.append(ep.query_box)
