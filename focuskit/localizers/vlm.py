@@ -138,8 +138,14 @@ class VLMLocalizer:
         """The raw answers for every query, before parsing (for inspection and debugging prompts)."""
         return self._answer(supports, queries, progress=progress)[1]
 
-    def localize_episodes(self, episodes: Sequence[Episode], *, progress: bool = False) -> list[Prediction]:
-        """Localize many episodes, grouping those with identical supports so each group shares one prefix."""
+    def localize_episodes(self, episodes: Sequence[Episode], *, progress: bool | None = None) -> list[Prediction]:
+        """Localize many episodes, grouping those with identical supports so each group shares one prefix.
+
+        The evaluation runner calls this when present. A progress bar shows by default when there is more than
+        one batch of work.
+        """
+        if progress is None:
+            progress = len(episodes) > self.config.batch_size
         groups: dict[tuple[Any, ...], list[int]] = {}
         for i, ep in enumerate(episodes):
             key = tuple((_image_key(s.image), s.box.to_xyxy()) for s in ep.supports)
