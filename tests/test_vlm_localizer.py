@@ -63,6 +63,15 @@ def test_prefix_reuse_matches_generation_from_scratch(family: str) -> None:
     assert len({a.token_ids for a in cached}) > 1
 
 
+def test_llava_batched_generation_matches_one_by_one() -> None:
+    """LLaVA-OneVision has no prefix reuse (its processor sizes a lone query image differently) but batches."""
+    bundle = build_tiny_vlm(TinyVLMConfig(family="llava_onevision"))
+    batched = VLMLocalizer(bundle, VLMLocalizerConfig(batch_size=3, max_new_tokens=6)).generate(SUPPORTS, QUERIES)
+    alone = VLMLocalizer(bundle, VLMLocalizerConfig(batch_size=1, max_new_tokens=6)).generate(SUPPORTS, QUERIES)
+    assert [a.token_ids for a in batched] == [a.token_ids for a in alone]
+    assert len({a.token_ids for a in batched}) > 1
+
+
 def _count_vision_images(bundle: VLMBundle) -> list[int]:
     counts: list[int] = []
 

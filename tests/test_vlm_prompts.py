@@ -119,6 +119,26 @@ def test_masks_cover_exactly_box_text_and_query_image(tiny: VLMBundle) -> None:
     assert not bool((q & enc.box_token_mask[0]).any())
 
 
+def test_llava_prompt_keeps_each_box_after_its_image() -> None:
+    """LLaVA-OV's template moves images before text; inline placeholders keep support, box, support, box order."""
+    bundle = build_tiny_vlm(TinyVLMConfig(family="llava_onevision"))
+    ep = _episode(k=2)
+    enc = encode_episode(bundle.processor, ep, with_answer=True, prompt=bundle.prompt)
+    tok = bundle.processor.tokenizer
+    ids = enc.inputs["input_ids"][0]
+    text = tok.decode(ids, skip_special_tokens=False)
+    image = "<image>" * 5  # 4 tile tokens + a newline token per image in a multi-image prompt
+    built = build_prompt(bundle.processor, ep.supports, ep.query_image, bundle.prompt, family="llava_onevision")
+    assert image + built.box_texts[0] + image + built.box_texts[1] + image + "<|im_end|>" in text
+    assert tok.decode(ids[enc.box_token_mask[0]], skip_special_tokens=False) == "".join(built.box_texts)
+    assert int(enc.query_image_mask.sum()) == 5 and bool(
+        (ids[enc.query_image_mask[0]] == tok.convert_tokens_to_ids("<image>")).all()
+    )
+    assert enc.answer_text == "[0.111, 0.171, 0.444, 0.629]"
+    with torch.no_grad():
+        assert torch.isfinite(bundle.model(**enc.inputs, labels=enc.labels).loss)
+
+
 def test_labels_only_on_answer_and_end_of_turn(tiny: VLMBundle) -> None:
     enc = encode_episode(tiny.processor, _episode(), with_answer=True, prompt=tiny.prompt)
     tok = tiny.processor.tokenizer

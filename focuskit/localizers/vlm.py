@@ -189,7 +189,8 @@ class VLMLocalizer:
         bar.close()
         return prompts, answers
 
-    def _encode(self, texts: list[str], images: list[Any]) -> dict[str, Any]:
+    def _encode(self, texts: list[str], images: list[list[Any]]) -> dict[str, Any]:
+        """Processor call for a batch; `images` holds each text's images (nested: LLaVA-OV counts them per text)."""
         enc = self.bundle.processor(
             text=texts,
             images=images,
@@ -239,14 +240,14 @@ class VLMLocalizer:
 
     def _generate(self, prompts: list[BuiltPrompt]) -> list[GeneratedAnswer]:
         """From scratch: full prompts, left-padded into one batch."""
-        inputs = self._encode([p.text for p in prompts], [im for p in prompts for im in p.images])
+        inputs = self._encode([p.text for p in prompts], [p.images for p in prompts])
         return self._run_generate(**inputs)
 
     def _prefix_cache(self, prompt: BuiltPrompt) -> tuple[dict[str, Any], Any]:
         """Run the supports' prefix once; returns its encoding and its KV cache (batch 1)."""
         import torch
 
-        prefix = self._encode([prompt.prefix_text], prompt.images[:-1])
+        prefix = self._encode([prompt.prefix_text], [prompt.images[:-1]])
         with torch.inference_mode():
             out = self.bundle.model(**prefix, use_cache=True, logits_to_keep=1)
         return prefix, out.past_key_values
@@ -264,7 +265,7 @@ class VLMLocalizer:
 
         prefix, cache = cached
         n = len(prompts)
-        suffix = self._encode([p.suffix_text for p in prompts], [p.images[-1] for p in prompts])
+        suffix = self._encode([p.suffix_text for p in prompts], [[p.images[-1]] for p in prompts])
         base = self.bundle.model.get_base_model() if hasattr(self.bundle.model, "get_base_model") else self.bundle.model
         with torch.inference_mode():
             features = base.get_image_features(suffix["pixel_values"], suffix["image_grid_thw"], return_dict=True)

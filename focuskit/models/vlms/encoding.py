@@ -129,7 +129,7 @@ def encode_episode(
     inputs = dict(
         processor(
             text=[text],
-            images=built.images,
+            images=[built.images],  # nested per text: LLaVA-OneVision counts images per sample from this
             return_tensors="pt",
             **processor_image_kwargs(family, prompt),
         )

@@ -1,4 +1,4 @@
-"""A tiny Qwen2-VL (or Qwen2.5-VL) built from a config, with a tokenizer constructed here: no download needed.
+"""A tiny Qwen2-VL (or Qwen2.5-VL, LLaVA-OneVision) built from a config, with a locally made tokenizer: no download.
 
 Tests, benchmarks and the CPU reproduction all need a VLM, and no VLM weights install offline. So this module makes
 a real `Qwen2VLForConditionalGeneration` with random weights and a real `Qwen2VLProcessor` (image processor, video
@@ -6,7 +6,8 @@ processor, tokenizer, chat template): inputs go through the processor exactly as
 the result saves and loads with `save_pretrained`/`from_pretrained` like one. Only the sizes are small.
 
 The tokenizer is a byte-level BPE (the Qwen2 pre-tokenizer, so digits stay single tokens) whose merges are learned
-from the prompt vocabulary, plus the Qwen2-VL special tokens and chat template.
+from the prompt vocabulary, plus the Qwen2-VL special tokens and chat template. The LLaVA-OneVision variant (its
+language model is Qwen2 too) adds `<image>`/`<video>` and uses a SigLIP vision tower and LLaVA-OV's chat template.
 """
 
 from __future__ import annotations
@@ -55,6 +56,20 @@ QWEN2_VL_CHAT_TEMPLATE = (
 )
 """Qwen2-VL-Instruct's chat template (the public one), so prompts render exactly as for the real checkpoints."""
 
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
+    "{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\\n' + content['text'] }}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ '\\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
+    "{{'<|im_end|>'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""llava-hf LLaVA-OneVision's chat template: all images first, then the text items (see `families.py`)."""
+
+LLAVA_SPECIAL_TOKENS = ["<image>", "<video>"]
+
 _TOKENIZER_CORPUS = (
     DEFAULT_INSTRUCTION,
     ABSENT_INSTRUCTION,
@@ -67,9 +82,13 @@ _TOKENIZER_CORPUS = (
 
 @dataclass
 class TinyVLMConfig:
-    """Sizes of the tiny model. Defaults: ~0.4 M parameters, a 112x112 image is 16 visual tokens."""
+    """Sizes of the tiny model. Defaults: ~0.2 M parameters, a 112x112 image is 16 visual tokens.
 
-    family: Literal["qwen2_vl", "qwen2_5_vl"] = "qwen2_vl"
+    For LLaVA-OneVision the vision tower sees `patch_size * merge_size` square tiles (28 px: 4 patches, 5 tokens per
+    image in multi-image prompts, which is what episodes always are); min/max_pixels apply to the Qwen families.
+    """
+
+    family: Literal["qwen2_vl", "qwen2_5_vl", "llava_onevision"] = "qwen2_vl"
     hidden_size: int = 64
     intermediate_size: int = 128
     num_layers: int = 2
@@ -113,7 +132,7 @@ def load_tiny_config(path: str | Path | None = None, overrides: list[str] | None
     return load_config(TinyVLMConfig, path, overrides)
 
 
-def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
+def build_tiny_tokenizer(vocab_size: int = 512, extra_tokens: list[str] | None = None) -> Any:
     """A Qwen2 tokenizer (byte-level BPE, Qwen2 pre-tokenizer) with merges learned from the prompt vocabulary."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
@@ -138,7 +157,7 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
     tokenizer = Qwen2Tokenizer(
         vocab=state["vocab"],
         merges=merges,
-        extra_special_tokens=SPECIAL_TOKENS,
+        extra_special_tokens=SPECIAL_TOKENS + list(extra_tokens or []),
         model_max_length=32768,
     )
     tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
@@ -146,7 +165,9 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> Any:
 
 
 def build_tiny_processor(config: TinyVLMConfig) -> Any:
-    """A real Qwen2-VL / Qwen2.5-VL processor around the tiny tokenizer."""
+    """A real Qwen2-VL / Qwen2.5-VL / LLaVA-OneVision processor around the tiny tokenizer."""
+    if config.family == "llava_onevision":
+        return _build_llava_processor(config)
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
@@ -170,6 +191,29 @@ def build_tiny_processor(config: TinyVLMConfig) -> Any:
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
+    )
+
+
+def _llava_tile(config: TinyVLMConfig) -> int:
+    return config.patch_size * config.merge_size
+
+
+def _build_llava_processor(config: TinyVLMConfig) -> Any:
+    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor
+    from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+    tile = _llava_tile(config)
+    size = {"height": tile, "width": tile}
+    pinpoints = [[tile * a, tile * b] for a in (1, 2) for b in (1, 2)]
+    tokenizer = build_tiny_tokenizer(config.tokenizer_vocab_size, LLAVA_SPECIAL_TOKENS)
+    tokenizer.chat_template = LLAVA_ONEVISION_CHAT_TEMPLATE
+    return LlavaOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=pinpoints),
+        tokenizer=tokenizer,
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        num_image_tokens=config.merge_size**2,
+        vision_feature_select_strategy="full",
+        chat_template=LLAVA_ONEVISION_CHAT_TEMPLATE,
     )
 
 
@@ -213,6 +257,28 @@ def _model_config(config: TinyVLMConfig, tokenizer: Any) -> Any:
         "vision_start_token_id": ids["<|vision_start|>"],
         "vision_end_token_id": ids["<|vision_end|>"],
     }
+    if config.family == "llava_onevision":
+        from transformers import LlavaOnevisionConfig
+
+        tile = _llava_tile(config)
+        text_qwen2 = {k: v for k, v in text.items() if k != "rope_parameters"}
+        return LlavaOnevisionConfig(
+            vision_config={
+                "model_type": "siglip_vision_model",
+                "hidden_size": config.vision_embed_dim,
+                "intermediate_size": 2 * config.vision_embed_dim,
+                "num_hidden_layers": config.vision_depth,
+                "num_attention_heads": config.vision_heads,
+                "image_size": tile,
+                "patch_size": config.patch_size,
+            },
+            text_config={"model_type": "qwen2", **text_qwen2},
+            image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+            video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+            image_grid_pinpoints=[[tile * a, tile * b] for a in (1, 2) for b in (1, 2)],
+        )
     if config.family == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
@@ -232,7 +298,7 @@ def _model_config(config: TinyVLMConfig, tokenizer: Any) -> Any:
 
 
 def build_tiny_vlm(config: TinyVLMConfig | None = None, *, attn_implementation: str = "sdpa") -> VLMBundle:
-    """A tiny randomly initialised Qwen2-VL (or Qwen2.5-VL) and its processor, seeded by `config.seed`.
+    """A tiny randomly initialised Qwen2-VL (Qwen2.5-VL, LLaVA-OneVision) and its processor, seeded by `config.seed`.
 
     The global torch RNG is left untouched (the seed applies inside a forked RNG state).
     """
