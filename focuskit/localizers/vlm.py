@@ -129,8 +129,8 @@ class VLMLocalizer:
         self, supports: Sequence[Support], queries: Sequence[ImageRef], *, progress: bool = False
     ) -> list[Prediction]:
         """Localize the supports' object in every query; the supports' prefix is encoded once (see module doc)."""
-        prompts, answers = self._answer(supports, queries, progress=progress)
-        return [self._prediction(p, a) for p, a in zip(prompts, answers, strict=True)]
+        sizes, answers = self._answer(supports, queries, progress=progress)
+        return [self._prediction(size, resized, a) for (size, resized), a in zip(sizes, answers, strict=True)]
 
     def generate(
         self, supports: Sequence[Support], queries: Sequence[ImageRef], *, progress: bool = False
@@ -163,31 +163,37 @@ class VLMLocalizer:
     # --- generation ---------------------------------------------------------------------------------------------
     def _answer(
         self, supports: Sequence[Support], queries: Sequence[ImageRef], *, progress: bool
-    ) -> tuple[list[BuiltPrompt], list[GeneratedAnswer]]:
+    ) -> tuple[list[tuple[tuple[int, int], tuple[int, int]]], list[GeneratedAnswer]]:
+        """Answers for every query, with each query's (original, resized) size for parsing.
+
+        Queries are loaded one batch at a time, so a long video never sits in memory whole.
+        """
         supports = validate_supports(supports)
         # Load the support pixels once rather than once per query.
         loaded = [Support(s.load(), s.box) for s in supports]
-        prompts = [
-            build_prompt(self.bundle.processor, loaded, q, self.prompt, family=self.family, where=f"query {i + 1}")
-            for i, q in enumerate(queries)
-        ]
-        if not prompts:
-            return [], []
-        use_prefix = (
-            self.config.prefix_cache
-            and self.family in PREFIX_CACHE_FAMILIES
-            and len({p.prefix_text for p in prompts}) == 1
-        )
-        cache = self._prefix_cache(prompts[0]) if use_prefix else None
+        sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
         answers: list[GeneratedAnswer] = []
-        size = self.config.batch_size
-        bar = tqdm(total=len(prompts), desc="vlm localize", unit="query", disable=not progress)
-        for start in range(0, len(prompts), size):
-            chunk = prompts[start : start + size]
-            answers += self._generate_with_prefix(chunk, cache) if cache is not None else self._generate(chunk)
+        cache: tuple[str, tuple[dict[str, Any], Any]] | None = None
+        use_prefix = self.config.prefix_cache and self.family in PREFIX_CACHE_FAMILIES
+        step = self.config.batch_size
+        bar = tqdm(total=len(queries), desc="vlm localize", unit="query", disable=not progress)
+        for start in range(0, len(queries), step):
+            chunk = [
+                build_prompt(
+                    self.bundle.processor, loaded, q, self.prompt, family=self.family, where=f"query {start + i + 1}"
+                )
+                for i, q in enumerate(queries[start : start + step])
+            ]
+            if use_prefix and cache is None:
+                cache = (chunk[0].prefix_text, self._prefix_cache(chunk[0]))
+            if cache is not None and all(p.prefix_text == cache[0] for p in chunk):
+                answers += self._generate_with_prefix(chunk, cache[1])
+            else:
+                answers += self._generate(chunk)
+            sizes += [(p.query_image_size, p.query_resized_size) for p in chunk]
             bar.update(len(chunk))
         bar.close()
-        return prompts, answers
+        return sizes, answers
 
     def _encode(self, texts: list[str], images: list[list[Any]]) -> dict[str, Any]:
         """Processor call for a batch; `images` holds each text's images (nested: LLaVA-OV counts them per text)."""
@@ -285,8 +291,10 @@ class VLMLocalizer:
             past_key_values=cache_copy,
         )
 
-    def _prediction(self, prompt: BuiltPrompt, generated: GeneratedAnswer) -> Prediction:
-        parsed = parse_box(generated.text, self.family, prompt.query_image_size, prompt.query_resized_size)
+    def _prediction(
+        self, image_size: tuple[int, int], resized: tuple[int, int], generated: GeneratedAnswer
+    ) -> Prediction:
+        parsed = parse_box(generated.text, self.family, image_size, resized)
         meta: dict[str, Any] = {"text": generated.text, "form": parsed.form}
         if parsed.reason:
             meta["parse"] = parsed.reason
