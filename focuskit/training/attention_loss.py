@@ -12,11 +12,14 @@ Examples are weighted equally in a batch; an example with no box tokens (or no q
 
 Two implementations give the same loss and gradients (tests check both):
 
-* **efficient** (the default): a focuskit attention function registered with transformers' `AttentionInterface`
-  produces the layer output with SDPA, and for the selected layers only computes, for the query rows only, the
-  attention *mass* on M (a (batch, heads, rows) tensor). Because rows of softmax sum to 1 over visible keys, the mass
-  alone gives both means. A custom autograd function recomputes the row softmax in backward in chunks of rows, so
-  besides the gathered query rows it keeps nothing of size rows x keys alive between forward and backward.
+* **efficient** (the default): a focuskit attention function registered with transformers' `AttentionInterface`.
+  Every layer's output comes from SDPA as usual. In the selected layers one more SDPA call runs over the query rows
+  only (N of the L rows), with the box indicator as values: its output is sum_j A_ij [j in M], the attention *mass*
+  on M of each query row, under the same causal and padding mask. Rows of softmax sum to 1 over visible keys, so
+  the mass alone gives both means. The call uses the same fused kernels as the layer, so no attention map is ever
+  materialized; gradients come from SDPA's own backward. Extra memory: the gathered query rows and their output
+  (2 x N/L of one query tensor per selected layer) plus one shared (rows x keys) additive mask per batch; extra
+  compute: about N/L of the selected layers' attention.
 * **eager**: the model runs with eager attention and `output_attentions=True`, and the loss is read off the full
   (batch, heads, L, L) maps of every layer. This is what the paper did (+12% memory); it is kept as the reference.
 
@@ -86,17 +89,17 @@ class QueryRows:
     `index` (B, N) long: sequence position of each query row (padding rows repeat a valid position).
     `valid` (B, N) bool: the row is a real query token that sees at least one box token.
     `box_count` / `other_count` (B, N) float: visible keys in M / not in M for each row.
-    `visible` (B, N, Lk) bool: key j is visible from the row (non-padding and j <= row); padding rows see every key
-    so that their (ignored) softmax stays finite. `box` (B, Lk) bool is M cut to the same Lk keys, where Lk is one
-    past the last query row: no query row can see a later key.
+    `box` / `key_valid` (B, L) bool: the box tokens and the non-padding tokens.
     """
 
     index: torch.Tensor
     valid: torch.Tensor
     box_count: torch.Tensor
     other_count: torch.Tensor
-    visible: torch.Tensor
     box: torch.Tensor
+    key_valid: torch.Tensor
+    query_count: torch.Tensor
+    """(B,) long: query rows per example (the rest of each row of `index` is padding)."""
 
     @property
     def usable(self) -> torch.Tensor:
@@ -125,24 +128,21 @@ class QueryRows:
         query_mask = query_mask & key_valid
         box_mask = box_mask & key_valid
         device = query_mask.device
-        batch, length = query_mask.shape
         per_example = query_mask.sum(dim=1)
-        n_rows = max(int(per_example.max()) if batch else 0, 1)
-        positions = torch.arange(length, device=device)
+        n_rows = max(int(per_example.max()) if query_mask.shape[0] else 0, 1)
         # Stable sort puts each example's query positions first, in order; the tail is padding.
         order = torch.sort((~query_mask).to(torch.int8), dim=1, stable=True).indices[:, :n_rows]
         row_exists = torch.arange(n_rows, device=device)[None, :] < per_example[:, None]
-        first = order[:, :1]
-        index = torch.where(row_exists, order, first)
-        box_seen = torch.cumsum(box_mask.long(), dim=1)
-        valid_seen = torch.cumsum(key_valid.long(), dim=1)
-        box_count = box_seen.gather(1, index).float()
-        other_count = valid_seen.gather(1, index).float() - box_count
+        index = torch.where(row_exists, order, order[:, :1])
+        box_count = torch.cumsum(box_mask.long(), dim=1).gather(1, index).float()
+        other_count = torch.cumsum(key_valid.long(), dim=1).gather(1, index).float() - box_count
         valid = row_exists & (box_count > 0)
-        keys = int(index.max()) + 1 if batch else 1
-        causal = positions[None, None, :keys] <= index[:, :, None]
-        visible = (causal & key_valid[:, None, :keys]) | ~row_exists[:, :, None]
-        return cls(index, valid, box_count, other_count, visible, box_mask[:, :keys])
+        return cls(index, valid, box_count, other_count, box_mask, key_valid, per_example)
+
+    def visible(self) -> torch.Tensor:
+        """(B, N, L) bool: key j is visible from row i (non-padding and j <= position of i)."""
+        positions = torch.arange(self.box.shape[1], device=self.box.device)
+        return (positions[None, None, :] <= self.index[:, :, None]) & self.key_valid[:, None, :]
 
 
 def reduce_hinge(diff: torch.Tensor, rows: QueryRows, margin: float) -> AttentionLossOutput:
@@ -164,98 +164,25 @@ def reduce_hinge(diff: torch.Tensor, rows: QueryRows, margin: float) -> Attentio
     return AttentionLossOutput(loss, margin_mean, used, skipped)
 
 
-def _row_probs(query_rows: torch.Tensor, key: torch.Tensor, visible: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Softmax over visible keys for a chunk of rows: (B, Hkv, G, n, D) x (B, Hkv, Lk, D) -> (B, Hkv, G, n, Lk)."""
-    logits = torch.matmul(query_rows, key[:, :, None].transpose(-1, -2)) * scaling
-    logits = logits.masked_fill(~visible[:, None, None], float("-inf"))
-    return torch.softmax(logits, dim=-1)
-
-
-class _BoxAttentionMass(torch.autograd.Function):
-    """Attention mass on the box keys for gathered query rows, recomputing the softmax in backward.
-
-    Forward: mass = sum_j p_j * box_j with p = softmax over visible keys. Backward uses d mass / d logit_j =
-    p_j * (box_j - mass), so only the inputs and the (B, Hkv, G, N) output are kept between passes.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        query_rows: torch.Tensor,
-        key: torch.Tensor,
-        visible: torch.Tensor,
-        box: torch.Tensor,
-        scaling: float,
-        chunk_rows: int,
-    ) -> torch.Tensor:
-        dtype = torch.promote_types(query_rows.dtype, torch.float32)
-        q32, k32, boxf = query_rows.to(dtype), key.to(dtype), box.to(dtype)[:, None, None, None, :]
-        n = q32.shape[3]
-        mass = q32.new_empty(q32.shape[:4])
-        for s in range(0, n, chunk_rows):
-            p = _row_probs(q32[:, :, :, s : s + chunk_rows], k32, visible[:, s : s + chunk_rows], scaling)
-            mass[:, :, :, s : s + chunk_rows] = (p * boxf).sum(dim=-1)
-        ctx.save_for_backward(query_rows, key, visible, box, mass)
-        ctx.scaling = scaling
-        ctx.chunk_rows = chunk_rows
-        return mass
-
-    @staticmethod
-    def backward(ctx: Any, grad_mass: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        query_rows, key, visible, box, mass = ctx.saved_tensors
-        scaling, chunk_rows = ctx.scaling, ctx.chunk_rows
-        q32, k32, boxf = query_rows.to(mass.dtype), key.to(mass.dtype), box.to(mass.dtype)[:, None, None, None, :]
-        grad_q = torch.zeros_like(q32)
-        grad_k = torch.zeros_like(k32)
-        n = q32.shape[3]
-        for s in range(0, n, chunk_rows):
-            sl = slice(s, s + chunk_rows)
-            p = _row_probs(q32[:, :, :, sl], k32, visible[:, sl], scaling)
-            grad_logits = p * (boxf - mass[:, :, :, sl, None]) * (grad_mass[:, :, :, sl, None] * scaling)
-            grad_q[:, :, :, sl] = torch.matmul(grad_logits, k32[:, :, None])
-            grad_k += torch.einsum("bhgnl,bhgnd->bhld", grad_logits, q32[:, :, :, sl])
-        return grad_q.to(query_rows.dtype), grad_k.to(key.dtype), None, None, None, None
-
-
-def box_attention_mass(
-    query_rows: torch.Tensor,
-    key: torch.Tensor,
-    visible: torch.Tensor,
-    box: torch.Tensor,
-    scaling: float,
-    chunk_rows: int = 128,
-) -> torch.Tensor:
-    """Softmax attention mass on box keys for gathered query rows, differentiable w.r.t. rows and keys.
-
-    `query_rows` (B, Hkv, G, N, D): the rows' queries grouped by key-value head (G query heads share one key head);
-    `key` (B, Hkv, Lk, D); `visible` (B, N, Lk) bool, every row must see at least one key; `box` (B, Lk) bool.
-    Returns (B, Hkv, G, N) in float32 (float64 for float64 inputs).
-    """
-    return _BoxAttentionMass.apply(query_rows, key, visible, box, scaling, chunk_rows)
+def _masked_gqa_is_fused(query: torch.Tensor) -> bool:
+    """Whether SDPA runs `enable_gqa=True` with a mask in a fused kernel (CPU yes; CUDA falls back to math)."""
+    return not query.is_cuda
 
 
 class BoxAttentionCollector:
-    """Per-forward state of the efficient loss: which rows and keys, and the head-averaged mass per selected layer.
+    """Per-forward state of the efficient loss: the batch's rows and box tokens, and each selected layer's mass.
 
     Create one per batch, pass it to the model as `**{COLLECTOR_KWARG: collector}`, then call `loss(margin)`.
     After `loss` the collector stops recording, so a gradient-checkpointing recompute in backward (which calls the
-    attention function again) computes the same graph without adding entries.
+    attention function again, with the same collector) rebuilds the same graph without adding entries.
     """
 
-    def __init__(
-        self,
-        rows: QueryRows,
-        layers: Sequence[int],
-        *,
-        chunk_rows: int = 128,
-    ) -> None:
-        if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    def __init__(self, rows: QueryRows, layers: Sequence[int]) -> None:
         self.rows = rows
         self.layers = frozenset(layers)
-        self.chunk_rows = chunk_rows
         self.recording = True
         self._mass: dict[int, torch.Tensor] = {}
+        self._cache: dict[tuple[Any, ...], torch.Tensor] = {}
 
     @classmethod
     def from_batch(
@@ -264,31 +191,68 @@ class BoxAttentionCollector:
         box_mask: torch.Tensor,
         attention_mask: torch.Tensor | None,
         layers: Sequence[int],
-        *,
-        chunk_rows: int = 128,
     ) -> BoxAttentionCollector:
-        return cls(QueryRows.from_masks(query_mask, box_mask, attention_mask), layers, chunk_rows=chunk_rows)
+        return cls(QueryRows.from_masks(query_mask, box_mask, attention_mask), layers)
+
+    def wants(self, module: nn.Module) -> bool:
+        return getattr(module, "layer_idx", None) in self.layers
+
+    def _row_bias(self, groups: int, dtype: torch.dtype) -> torch.Tensor:
+        """(B, 1, groups*N, L) additive mask (0 or -inf): what each gathered query row may attend to.
+
+        Rows that do not exist (an example with fewer query tokens) see every key, so their ignored softmax stays
+        finite. Built once per batch and shared by the selected layers, so SDPA's saved copy is stored once.
+        """
+        cache_key = (groups, dtype)
+        if cache_key not in self._cache:
+            rows = self.rows
+            exists = torch.arange(rows.index.shape[1], device=rows.index.device)[None, :] < rows.query_count[:, None]
+            visible = rows.visible() | ~exists[:, :, None]
+            bias = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
+            self._cache[cache_key] = bias.repeat(1, groups, 1)[:, None]
+        return self._cache[cache_key]
+
+    def _box_values(self, key: torch.Tensor) -> torch.Tensor:
+        """(B, Hkv, L, D): the box indicator in every channel (fused kernels want values as wide as the keys)."""
+        cache_key = ("values", *key.shape, key.dtype)
+        if cache_key not in self._cache:
+            box = self.rows.box.to(key.dtype)[:, None, :, None]
+            self._cache[cache_key] = box.expand(key.shape).contiguous()
+        return self._cache[cache_key]
 
     def observe(self, module: nn.Module, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
-        """Called by the attention function with (B, H, L, D) queries and (B, Hkv, L, D) keys after RoPE."""
-        layer = getattr(module, "layer_idx", None)
-        if layer not in self.layers:
-            return
+        """Attention mass on the box tokens for the query rows, from one extra SDPA call over those rows only.
+
+        `query` (B, H, L, D) and `key` (B, Hkv, L, D) are the layer's, after RoPE. With the box indicator as values
+        the SDPA output is sum_j A_ij [j in M] for every row i, computed by the same fused kernels as the layer
+        (no attention map is kept), over N query rows instead of L: about N/L of the layer's attention cost. Keys
+        are never repeated for grouped-query attention: on CPU SDPA's `enable_gqa` takes a mask; on GPUs, where
+        masked GQA would fall back to the unfused kernel, query heads are grouped under their key head instead.
+        """
         rows = self.rows
         batch, heads, length, dim = query.shape
         kv_heads = key.shape[1]
-        if length < rows.visible.shape[-1] or key.shape[2] != length:
+        if length != rows.box.shape[1] or key.shape[2] != length or batch != rows.box.shape[0]:
             raise ModelError(
-                f"box attention loss expects a full training forward (queries = keys = sequence); layer {layer} got "
-                f"{length} queries and {key.shape[2]} keys for masks over {rows.visible.shape[-1]}+ tokens"
+                "box attention loss expects a full training forward over the batch's tokens: got "
+                f"{length} queries and {key.shape[2]} keys for token masks of shape {tuple(rows.box.shape)}"
             )
+        groups = heads // kv_heads
         n = rows.index.shape[1]
-        keys = rows.visible.shape[-1]
-        gather_index = rows.index[:, None, :, None].expand(batch, heads, n, dim)
-        query_rows = query.gather(2, gather_index).view(batch, kv_heads, heads // kv_heads, n, dim)
-        mass = box_attention_mass(query_rows, key[:, :, :keys], rows.visible, rows.box, float(scaling), self.chunk_rows)
+        query_rows = query.gather(2, rows.index[:, None, :, None].expand(batch, heads, n, dim))
+        values = self._box_values(key)
+        if groups > 1 and _masked_gqa_is_fused(query):
+            bias = self._row_bias(1, query.dtype)
+            out = nn.functional.scaled_dot_product_attention(
+                query_rows, key, values, attn_mask=bias, scale=scaling, enable_gqa=True
+            )
+        else:
+            bias = self._row_bias(groups, query.dtype)
+            grouped = query_rows.reshape(batch, kv_heads, groups * n, dim)
+            out = nn.functional.scaled_dot_product_attention(grouped, key, values, attn_mask=bias, scale=scaling)
         if self.recording:
-            self._mass[layer] = mass.mean(dim=(1, 2))
+            mass = out[..., 0].float().reshape(batch, heads, n).mean(dim=1)
+            self._mass[module.layer_idx] = mass  # type: ignore[index]
 
     def loss(self, margin: float) -> AttentionLossOutput:
         """Reduce the recorded masses into the hinge loss; stop recording."""
@@ -299,11 +263,11 @@ class BoxAttentionCollector:
                 f"box attention statistics were not recorded for layer(s) {missing}: the model is not using the "
                 f"{ATTENTION_IMPLEMENTATION!r} attention function (call use_box_attention(model, 'efficient'))"
             )
-        mass = torch.stack([self._mass[i] for i in sorted(self.layers)]).mean(dim=0)
+        row_mass = torch.stack([self._mass[i] for i in sorted(self.layers)]).mean(dim=0)  # (B, N)
         self._mass.clear()
         rows = self.rows
-        mean_box = mass / rows.box_count.clamp(min=1.0)
-        mean_other = (1.0 - mass) / rows.other_count.clamp(min=1.0)
+        mean_box = row_mass / rows.box_count.clamp(min=1.0)
+        mean_other = (1.0 - row_mass) / rows.other_count.clamp(min=1.0)
         return reduce_hinge(mean_box - mean_other, rows, margin)
 
 
@@ -326,10 +290,10 @@ def eager_box_attention_loss(
         raise ModelError(f"attention loss layer {max(layers)} requested but the model returned {len(attentions)}")
     rows = QueryRows.from_masks(query_mask, box_mask, attention_mask)
     mean_attn = torch.stack([attentions[i] for i in layers]).float().mean(dim=(0, 2))  # (B, L, L)
-    keys = rows.visible.shape[-1]
-    a = mean_attn.gather(1, rows.index[:, :, None].expand(-1, -1, mean_attn.shape[-1]))[..., :keys]  # (B, N, Lk)
-    visible_box = rows.visible & rows.box[:, None, :]
-    visible_other = rows.visible & ~rows.box[:, None, :]
+    a = mean_attn.gather(1, rows.index[:, :, None].expand(-1, -1, mean_attn.shape[-1]))  # (B, N, L)
+    visible = rows.visible()
+    visible_box = visible & rows.box[:, None, :]
+    visible_other = visible & ~rows.box[:, None, :]
     mean_box = (a * visible_box).sum(-1) / visible_box.sum(-1).clamp(min=1)
     mean_other = (a * visible_other).sum(-1) / visible_other.sum(-1).clamp(min=1)
     return reduce_hinge(mean_box - mean_other, rows, margin)
@@ -345,18 +309,21 @@ def box_attention_forward(
     dropout: float = 0.0,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """The registered attention function: SDPA for the output, plus row statistics when a collector rides along."""
+    """The registered attention function: SDPA for the output, plus the box-mass statistic in the selected layers.
+
+    Shapes as in transformers: query (B, H, L, D), key and value (B, Hkv, L, D); returns (B, L, H, D).
+    """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     collector: BoxAttentionCollector | None = kwargs.pop(COLLECTOR_KWARG, None)
     if kwargs.get("sliding_window") is not None:
         raise ModelError("the box attention loss does not support sliding-window attention layers")
-    output, _ = sdpa_attention_forward(
+    output = sdpa_attention_forward(
         module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
     )
-    if collector is not None:
-        collector.observe(module, query, key, scaling if scaling is not None else query.shape[-1] ** -0.5)
-    return output, None
+    if collector is not None and collector.wants(module):
+        collector.observe(module, query, key, query.shape[-1] ** -0.5 if scaling is None else scaling)
+    return output
 
 
 def _register() -> None:

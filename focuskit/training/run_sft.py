@@ -1,0 +1,236 @@
+"""`train_sft(config) -> SFTResult`: one SFT run, from episode files to a saved model, checked before step one.
+
+Order matters for users with big models: everything that can fail cheaply (config, data files, boxes, sequence
+lengths, attention-loss layers vs the model's depth) is checked from configs and image headers before the weights
+are loaded, and the weights are loaded before the first step. The CLI (`focuskit train sft`) and the benchmarks call
+this function; it prints nothing itself beyond the trainer's progress bar and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from focuskit.core.config import save_config
+from focuskit.core.errors import ConfigError
+from focuskit.models.vlms.factory import VLMBundle
+from focuskit.models.vlms.families import Family
+from focuskit.models.vlms.prompts import PromptConfig
+from focuskit.training.sft_config import SFTConfig
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "focuskit_sft.yaml"
+"""The run's `SFTConfig`, saved in the output directory and in every checkpoint."""
+FINAL_DIR = "final"
+"""Subdirectory of `output_dir` holding the trained model, loadable with `load_vlm` / `--engine vlm --model`."""
+
+
+@dataclass
+class SFTResult:
+    """Where the run saved things and what it logged."""
+
+    output_dir: Path
+    final_model: Path
+    global_step: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    attention_skipped: int = 0
+    """Examples the attention loss skipped (no box or query tokens); they still got the LM loss."""
+
+    def series(self, key: str) -> list[float]:
+        """A logged metric over the run (`lm_loss`, `attn_loss`, `attn_margin`, `loss`, `learning_rate`, ...)."""
+        return [float(entry[key]) for entry in self.log_history if key in entry]
+
+
+@dataclass
+class _Setup:
+    """What the pre-flight checks learned, before any weights are loaded."""
+
+    family: Family
+    prompt: PromptConfig
+    processor: Any
+    num_layers: int
+    bundle: VLMBundle | None = None
+    """Already built for the tiny model (it costs nothing); loaded later for real checkpoints."""
+
+
+def _prepare(config: SFTConfig) -> _Setup:
+    if config.model == "tiny":
+        from focuskit.models.vlms.tiny import build_tiny_vlm
+
+        bundle = build_tiny_vlm(config.tiny, attn_implementation="sdpa")
+        prompt = config.prompt or bundle.prompt
+        bundle.prompt = prompt
+        return _Setup(bundle.family, prompt, bundle.processor, config.tiny.num_layers, bundle)
+    from transformers import AutoConfig, AutoProcessor
+
+    from focuskit.core.errors import ModelError
+    from focuskit.models.vlms.factory import inspect_checkpoint
+    from focuskit.models.vlms.prompts import load_prompt_config
+
+    info = inspect_checkpoint(config.model)
+    try:
+        model_config = AutoConfig.from_pretrained(info.source)
+        processor = AutoProcessor.from_pretrained(info.adapter or info.source)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the config or processor of {config.model!r}: {exc}") from None
+    prompt = config.prompt
+    for directory in (info.adapter, info.source if info.is_local else None):
+        if prompt is None and directory is not None:
+            prompt = load_prompt_config(directory)
+    text = getattr(model_config, "text_config", None) or model_config
+    return _Setup(info.family, prompt or PromptConfig(), processor, int(text.num_hidden_layers))
+
+
+def _load_model(config: SFTConfig, setup: _Setup) -> VLMBundle:
+    from focuskit.models.vlms.factory import apply_lora, load_vlm
+
+    if setup.bundle is not None:
+        bundle = setup.bundle
+        if config.lora is not None:
+            bundle.model = apply_lora(bundle.model, config.lora)
+        return bundle
+    bundle = load_vlm(
+        config.model,
+        lora=config.lora,
+        dtype="bfloat16" if config.bf16 else "float32",
+        attn_implementation=config.attn_implementation,
+    )
+    bundle.prompt = setup.prompt
+    return bundle
+
+
+def _resume_path(config: SFTConfig) -> str | None:
+    if config.resume is None:
+        return None
+    if config.resume == "latest":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        out = Path(config.output_dir)
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            raise ConfigError(f"resume=latest but {out} holds no checkpoint-* directory to resume from")
+        return last
+    if not Path(config.resume).is_dir():
+        raise ConfigError(f"resume checkpoint not found: {config.resume} (a checkpoint-N directory, or 'latest')")
+    return config.resume
+
+
+def _training_arguments(config: SFTConfig) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=config.output_dir,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        warmup_steps=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler,
+        bf16=config.bf16,
+        activation_checkpointing=config.gradient_checkpointing,
+        # Non-reentrant checkpointing keeps the attention statistics in the autograd graph (the reentrant variant
+        # runs the forward under no_grad and would silently drop the attention loss's gradient).
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        deepspeed=config.deepspeed,
+        report_to=list(config.report_to) or "none",
+        disable_tqdm=not config.progress_bar,
+        remove_unused_columns=False,  # the attention-loss masks are not model inputs
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _checkpoint_callback(config: SFTConfig, prompt: PromptConfig) -> Any:
+    from transformers import TrainerCallback
+
+    from focuskit.models.vlms.prompts import save_prompt_config
+
+    class _SaveFocusFiles(TrainerCallback):
+        """Every checkpoint carries the prompt config and the run config, so it can be evaluated or resumed alone."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                save_prompt_config(prompt, checkpoint)
+                save_config(config, checkpoint / CONFIG_FILE)
+
+    return _SaveFocusFiles()
+
+
+def train_sft(config: SFTConfig) -> SFTResult:
+    """Train with LM loss + lambda * attention loss; save checkpoints and the final model under `config.output_dir`.
+
+    Raises `FocusError`s for bad data, configs or models before any training step.
+    """
+    from transformers import set_seed
+
+    from focuskit.training.attention_loss import restore_attention, select_layers, use_box_attention
+    from focuskit.training.sft_data import SFTDataset, collate_for_sft, load_sft_episodes, validate_episodes
+    from focuskit.training.sft_trainer import FocusSFTTrainer
+
+    set_seed(config.seed)
+    resume = _resume_path(config)
+    loss_cfg = config.attention_loss
+    episodes = load_sft_episodes(config.data, config.shots)
+    setup = _prepare(config)
+    layers = select_layers(loss_cfg.layers, loss_cfg.k, setup.num_layers) if config.attention_loss_active else ()
+    summary = validate_episodes(
+        episodes, setup.processor, setup.family, setup.prompt, config.max_seq_length, progress=config.progress_bar
+    )
+    logger.info("%d episodes, up to %d visual tokens each", summary.episodes, summary.max_visual_tokens)
+
+    bundle = _load_model(config, setup)
+    model = bundle.model
+    if config.attention_loss_active:
+        use_box_attention(model, loss_cfg.implementation)
+    dataset = SFTDataset(
+        episodes, bundle.processor, bundle.family, setup.prompt, config.max_seq_length, cache=config.cache_encoded
+    )
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / CONFIG_FILE)
+    trainer = FocusSFTTrainer(
+        model=model,
+        args=_training_arguments(config),
+        train_dataset=dataset,
+        data_collator=collate_for_sft,
+        processing_class=bundle.processor,
+        callbacks=[_checkpoint_callback(config, setup.prompt)],
+        attention_loss=loss_cfg,
+        attention_layers=layers,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+
+    restore_attention(model)
+    final = out / FINAL_DIR
+    if trainer.is_world_process_zero():
+        _save_final(bundle, config, final)
+    return SFTResult(
+        output_dir=out,
+        final_model=final,
+        global_step=int(trainer.state.global_step),
+        log_history=list(trainer.state.log_history),
+        attention_skipped=trainer.attention_skipped,
+    )
+
+
+def _save_final(bundle: VLMBundle, config: SFTConfig, directory: Path) -> None:
+    """The tiny model is saved merged (it has no base checkpoint to point an adapter at); real models as adapters."""
+    if config.model == "tiny" and config.lora is not None:
+        bundle = VLMBundle(bundle.model.merge_and_unload(), bundle.processor, bundle.family, bundle.prompt)
+    bundle.save(directory)
+    save_config(config, directory / CONFIG_FILE)

@@ -1,0 +1,126 @@
+"""`FocusSFTTrainer`: transformers' `Trainer` with FOCUS's loss, LM loss + lambda * bounding-box attention loss.
+
+Only `compute_loss` and `log` are overridden; the training loop, gradient accumulation, checkpoints and resume,
+mixed precision, `accelerate launch` and DeepSpeed all stay transformers'. Batches come from
+`focuskit.training.sft_data.collate_for_sft`: the processor's tensors plus `labels`, `box_token_mask` (M) and
+`query_image_mask` (Q). The two masks are taken out before the forward; the model never sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from focuskit.training.attention_loss import (
+    COLLECTOR_KWARG,
+    AttentionLossOutput,
+    BoxAttentionCollector,
+    eager_box_attention_loss,
+)
+from focuskit.training.sft_config import AttentionLossConfig
+
+logger = logging.getLogger(__name__)
+
+MASK_KEYS = ("box_token_mask", "query_image_mask")
+
+
+class FocusSFTTrainer(Trainer):
+    """A `Trainer` whose loss adds the attention loss and which logs `lm_loss`, `attn_loss` and `attn_margin`.
+
+    `attention_layers` are decoder-layer indices already checked against the model's depth (`select_layers`).
+    The model must already use the matching attention implementation (`use_box_attention`).
+    """
+
+    loss_is_scaled_for_ga = False
+    """Our loss is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps."""
+
+    def __init__(
+        self, *args: Any, attention_loss: AttentionLossConfig, attention_layers: Sequence[int], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.attention_loss = attention_loss
+        self.attention_layers = tuple(attention_layers)
+        self.attention_skipped = 0
+        """Examples (since the start of this process) skipped by the attention loss for lack of box/query tokens."""
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    @property
+    def _attention_active(self) -> bool:
+        return self.attention_loss.enabled and self.attention_loss.weight > 0
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        inputs = dict(inputs)
+        box_mask = inputs.pop("box_token_mask")
+        query_mask = inputs.pop("query_image_mask")
+        if "labels" not in inputs:
+            raise ValueError("SFT batches need 'labels' (encode episodes with with_answer=True)")
+        attention: AttentionLossOutput | None = None
+        cfg = self.attention_loss
+        if not self._attention_active:
+            outputs = model(**inputs)
+        elif cfg.implementation == "efficient":
+            collector = BoxAttentionCollector.from_batch(
+                query_mask, box_mask, inputs.get("attention_mask"), self.attention_layers
+            )
+            outputs = model(**inputs, **{COLLECTOR_KWARG: collector})
+            attention = collector.loss(cfg.margin)
+        else:
+            outputs = model(**inputs, output_attentions=True)
+            attention = eager_box_attention_loss(
+                outputs.attentions,
+                self.attention_layers,
+                query_mask,
+                box_mask,
+                inputs.get("attention_mask"),
+                cfg.margin,
+            )
+        lm_loss = outputs.loss
+        loss = lm_loss if attention is None else lm_loss + cfg.weight * attention.loss
+        self._record(lm_loss, attention)
+        return (loss, outputs) if return_outputs else loss
+
+    def _record(self, lm_loss: torch.Tensor, attention: AttentionLossOutput | None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        metrics["lm_loss"].append(self._mean_over_processes(lm_loss))
+        if attention is None:
+            return
+        if attention.examples_used:
+            metrics["attn_loss"].append(self._mean_over_processes(attention.loss))
+            metrics["attn_margin"].append(self._mean_over_processes(attention.mean_margin))
+        if attention.examples_skipped:
+            if self.attention_skipped == 0:
+                logger.warning(
+                    "attention loss: skipping %d example(s) in a batch with no support-box tokens or no query-image "
+                    "tokens after them (they still get the LM loss); counts are logged as attn_skipped",
+                    attention.examples_skipped,
+                )
+            self.attention_skipped += attention.examples_skipped
+        metrics["attn_skipped"].append(float(attention.examples_skipped))
+
+    def _mean_over_processes(self, value: torch.Tensor) -> float:
+        value = value.detach().float().reshape(1)
+        return float(self.accelerator.gather(value).mean())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the averages of our metrics since the last log (`attn_skipped` is summed)."""
+        mode = "train" if self.model.training else "eval"
+        prefix = "" if mode == "train" else "eval_"
+        extra: dict[str, float] = {}
+        for key, values in self._metrics[mode].items():
+            if values:
+                extra[prefix + key] = float(sum(values)) if key == "attn_skipped" else float(sum(values) / len(values))
+        self._metrics[mode].clear()
+        super().log({**logs, **extra}, start_time)
