@@ -65,8 +65,16 @@ def localize(
     query_image = load_image(query, what="query image")
     localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
     pred = localizer.localize(supports, query_image)
+    parse_failed = bool(pred.meta.get("parse_failed"))
     if as_json:
-        typer.echo(json.dumps(pred.to_json()))
+        record = pred.to_json()
+        if parse_failed:
+            record["error"] = f"could not read the model's answer: {pred.meta.get('parse', '')}"
+        typer.echo(json.dumps(record))
+    elif parse_failed:
+        # "Not present" would be a lie here: the model answered, we could not read it as a box.
+        reason, text = pred.meta.get("parse", "unparseable"), pred.meta.get("text", "")
+        typer.echo(f"could not read the model's answer ({reason}): {text!r}")
     elif pred.box is None:
         typer.echo(f"not present (score {pred.score:.3f})")
     else:
