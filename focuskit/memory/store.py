@@ -236,6 +236,8 @@ class _PreparedView:
     mask: np.ndarray | None
     scale: float
     vectors: list[tuple[str, np.ndarray]]
+    jpeg: bytes
+    """The stored image bytes: exactly the pixels that were embedded."""
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
@@ -814,7 +816,7 @@ class ConceptMemory:
             "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 concept_id, position, p.source, p.how, p.score, p.image.width, p.image.height, *p.box.to_xyxy(),
-                _encode_image(p.image, "JPEG", q), mask_blob, _encode_image(thumb, "JPEG", q),
+                p.jpeg, mask_blob, _encode_image(thumb, "JPEG", q),
             ),
         )  # fmt: skip
         view_id = int(cur.lastrowid or 0)
@@ -823,14 +825,15 @@ class ConceptMemory:
             [(view_id, concept_id, variant, vec.astype(np.float32).tobytes()) for variant, vec in p.vectors],
         )
 
-    def _stored_image(self, img: Image.Image) -> tuple[Image.Image, float]:
-        """The view as it will be stored (downscaled, JPEG round trip) and the scale applied to its pixels."""
+    def _stored_image(self, img: Image.Image) -> tuple[Image.Image, float, bytes]:
+        """The view as it will be stored (downscaled, JPEG round trip), the scale applied, and the JPEG bytes."""
         side = self.config.view_max_side
         scale = min(1.0, side / max(img.size))
         if scale < 1.0:
             img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
         # Embed exactly the pixels that will be stored, so re-embedding later reproduces these vectors.
-        return load_image(_encode_image(img, "JPEG", self.config.jpeg_quality)), scale
+        data = _encode_image(img, "JPEG", self.config.jpeg_quality)
+        return load_image(data), scale, data
 
     def _prepare(
         self,
@@ -844,10 +847,16 @@ class ConceptMemory:
         from focuskit.memory.autobox import pick_boxes
 
         loaded: list[tuple[int, str, Image.Image, float, Box | None, np.ndarray | None]] = []
+        jpegs: dict[int, bytes] = {}
+        unreadable: list[ViewReport] = []
         for i, src in enumerate(tqdm(images, desc=f"views of {name}", disable=not progress, unit="view")):
             where = f"view {i + 1} of {name!r}"
-            original = load_image(src, what=where)
-            img, scale = self._stored_image(original)
+            try:
+                original = load_image(src, what=where)
+            except ImageError as exc:  # one bad photo out of several should not sink the others: report it
+                unreadable.append(ViewReport(i, _source_name(src, i), "skipped", None, reason=str(exc)))
+                continue
+            img, scale, jpegs[i] = self._stored_image(original)
             box = boxes[i] if boxes is not None else None
             mask = masks[i] if masks is not None else None
             m = None
@@ -880,7 +889,7 @@ class ConceptMemory:
             )
             picks = {t[0]: f for t, f in zip(todo, found, strict=True)}
         prepared: list[_PreparedView] = []
-        reports: list[ViewReport] = []
+        reports: list[ViewReport] = list(unreadable)
         for i, source, img, scale, box, m in loaded:
             how, score = ("mask" if m is not None else "box"), None
             if m is not None:
@@ -893,9 +902,9 @@ class ConceptMemory:
                 box, how, score = pick.box, "auto", pick.score
             assert box is not None
             vectors = self._embed_view(encoder, img, box, m, fmaps[i])
-            prepared.append(_PreparedView(i, source, how, score, img, box, m, scale, vectors))
+            prepared.append(_PreparedView(i, source, how, score, img, box, m, scale, vectors, jpegs[i]))
             reports.append(ViewReport(i, source, how, box.scale(1.0 / scale), score))
-        return prepared, reports
+        return prepared, sorted(reports, key=lambda r: r.index)
 
     def _embed_view(
         self, encoder: Encoder, img: Image.Image, box: Box, mask: np.ndarray | None, fmap: FeatureMap | None = None
