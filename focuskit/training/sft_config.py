@@ -83,9 +83,10 @@ class SFTConfig:
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
     bf16: bool = False
     gradient_checkpointing: bool = False
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    """Attention kernel the model is loaded with. With the efficient attention loss the language model runs SDPA
-    (focuskit's function wraps it); this still applies to the vision tower."""
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel the model is loaded with (`auto`: FlashAttention-2 when installed on a GPU, else SDPA). With
+    the attention loss the language model runs focuskit's SDPA-based function (efficient) or eager attention
+    (reference); this setting then applies to the vision tower."""
     logging_steps: int = 10
     save_steps: int = 500
     save_total_limit: int | None = 2

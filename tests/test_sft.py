@@ -1,0 +1,180 @@
+"""SFT on the tiny Qwen2-VL: config checks, data checks before training, the trainer's loss on real encoded episodes
+(efficient = eager, w.r.t. LoRA weights), a short run with checkpoints, resume and a loadable final model."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext as does_not_raise
+from pathlib import Path
+
+import pytest
+import torch
+
+from focuskit.core.box import Box
+from focuskit.core.config import load_config
+from focuskit.core.episode import Episode, Support
+from focuskit.core.errors import ConfigError, DatasetError
+from focuskit.data.episodes_jsonl import write_episodes
+from focuskit.models.vlms import LoraSettings, TinyVLMConfig, build_tiny_vlm, encode_episode
+from focuskit.models.vlms.factory import apply_lora, load_vlm
+from focuskit.training.attention_loss import ATTENTION_IMPLEMENTATION, use_box_attention
+from focuskit.training.run_sft import CONFIG_FILE, train_sft
+from focuskit.training.sft_config import AttentionLossConfig, SFTConfig
+from focuskit.training.sft_data import collate_for_sft
+from focuskit.training.sft_trainer import FocusSFTTrainer
+
+TINY = ["tiny.num_layers=3", "attention_loss.k=2", "progress_bar=false", "logging_steps=1"]
+
+
+@pytest.fixture
+def episodes_file(tmp_path: Path, make_image) -> Path:
+    """Six 2-shot episodes: a red square that moves over noise (small images: 16 visual tokens each)."""
+    episodes = []
+    for i in range(6):
+        rects = [(8 + 4 * j + i, 10 + 3 * j, 40 + 4 * j + i, 42 + 3 * j) for j in range(3)]
+        paths = [make_image(f"e{i}_{j}.png", size=(96, 80), rect=r, seed=10 * i + j) for j, r in enumerate(rects)]
+        supports = tuple(Support(p, Box(*r)) for p, r in zip(paths[:2], rects[:2], strict=True))
+        episodes.append(Episode(f"ep{i}", supports, paths[2], Box(*rects[2])))
+    path = tmp_path / "episodes.jsonl"
+    write_episodes(episodes, path)
+    return path
+
+
+def sft_config(episodes: Path, out: Path, *overrides: str) -> SFTConfig:
+    return load_config(SFTConfig, None, [f"data=[{episodes}]", f"output_dir={out}", *TINY, *overrides])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expectation"),
+    [
+        ([], does_not_raise()),
+        (["learning_rate=0"], pytest.raises(ConfigError, match="learning_rate must be > 0")),
+        (["grad_accum=0"], pytest.raises(ConfigError, match="grad_accum must be >= 1")),
+        (["warmup_ratio=1.0"], pytest.raises(ConfigError, match=r"warmup_ratio must be in \[0, 1\)")),
+        (["attention_loss.margin=-0.1"], pytest.raises(ConfigError, match="margin must be >= 0")),
+        (["attention_loss.weight=-1"], pytest.raises(ConfigError, match="lambda")),
+        (["attention_loss.layers=middle"], pytest.raises(ConfigError, match="first_k")),
+        (["attention_loss.lambda=0.1"], pytest.raises(ConfigError, match="unknown key 'lambda'")),
+        (["deepspeed=no/such.json"], pytest.raises(ConfigError, match="deepspeed config not found")),
+        (["epochs=0", "max_steps=-1"], pytest.raises(ConfigError, match="epochs > 0 or max_steps > 0")),
+        (["lora=null", "shots=2"], does_not_raise()),
+    ],
+)
+def test_config_checks(overrides, expectation):
+    with expectation:
+        load_config(SFTConfig, None, overrides)
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    tiny = load_config(SFTConfig, root / "sft_tiny.yaml")
+    assert tiny.model == "tiny" and tiny.tiny.num_layers >= tiny.attention_loss.k
+    big = load_config(SFTConfig, root / "sft_qwen2vl_7b.yaml", ["deepspeed=null"])
+    assert (big.lora.r, big.lora.alpha, big.grad_accum, big.max_grad_norm, big.bf16) == (8, 16, 16, 0.3, True)
+    assert big.warmup_ratio == pytest.approx(0.03)
+    assert json.loads((root / "deepspeed_zero2.json").read_text())["zero_optimization"]["stage"] == 2
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"box": [60, 10, 120, 40]}, r"episode 'ep1': .*lies outside the 96x80 image"),
+        ({"query_box": None}, r"episode 'ep1': .*allow_absent is false"),
+    ],
+)
+def test_bad_episodes_fail_before_training(tmp_path, episodes_file, edit, message):
+    lines = [json.loads(line) for line in episodes_file.read_text().splitlines()]
+    if "box" in edit:
+        lines[1]["supports"][1]["box"] = edit["box"]
+    else:
+        lines[1]["query"]["box"] = None
+    episodes_file.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError, match=message):
+        train_sft(sft_config(episodes_file, out))
+    assert not out.exists()  # nothing written: the error came before training
+
+
+def test_too_long_and_too_deep_fail_before_training(tmp_path, episodes_file):
+    out = tmp_path / "run"
+    with pytest.raises(DatasetError, match=r"max_seq_length=40.*prompt.max_pixels"):
+        train_sft(sft_config(episodes_file, out, "max_seq_length=40"))
+    with pytest.raises(ConfigError, match=r"k = 5 .* 3 decoder layers"):
+        train_sft(sft_config(episodes_file, out, "attention_loss.k=5"))
+    assert not out.exists()
+
+
+def test_trainer_loss_efficient_equals_eager_on_encoded_episodes(tmp_path, episodes_file):
+    """Real prompts (vision tokens, M-RoPE positions, a padded batch): same loss and LoRA gradients."""
+    from transformers import TrainingArguments
+
+    from focuskit.data.episodes_jsonl import load_episodes
+
+    bundle = build_tiny_vlm(TinyVLMConfig(num_layers=3))
+    episodes = load_episodes(episodes_file)
+    items = [encode_episode(bundle.processor, ep, with_answer=True, prompt=bundle.prompt) for ep in episodes[:2]]
+    items.append(encode_episode(bundle.processor, episodes[2].with_shots(1), with_answer=True, prompt=bundle.prompt))
+    batch = collate_for_sft(items)
+    assert batch["input_ids"].shape[1] > items[2].length  # the 1-shot episode is padded
+    model = apply_lora(bundle.model, LoraSettings())
+    model.train()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    results = {}
+    for implementation in ("efficient", "eager"):
+        use_box_attention(model, implementation)
+        loss_cfg = AttentionLossConfig(weight=1.0, margin=0.5, implementation=implementation)
+        trainer = FocusSFTTrainer(model=model, args=args, attention_loss=loss_cfg, attention_layers=(0, 1))
+        model.zero_grad(set_to_none=True)
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n and p.grad is not None}
+        results[implementation] = (loss.detach(), grads, dict(trainer._metrics["train"]))
+    (l_fast, g_fast, m_fast), (l_slow, g_slow, m_slow) = results["efficient"], results["eager"]
+    torch.testing.assert_close(l_fast, l_slow, rtol=1e-5, atol=1e-6)
+    assert m_fast["attn_loss"][0] == pytest.approx(m_slow["attn_loss"][0], rel=1e-4)
+    assert 0 < m_fast["attn_loss"][0] <= 0.5 + 1e-6  # hinge at margin 0.5 on near-uniform random attention
+    assert g_fast.keys() == g_slow.keys() and len(g_fast) > 0
+    for name in g_fast:
+        torch.testing.assert_close(g_fast[name], g_slow[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_example_without_box_tokens_is_skipped_and_counted(tmp_path, episodes_file, caplog):
+    from transformers import TrainingArguments
+
+    from focuskit.data.episodes_jsonl import load_episodes
+
+    bundle = build_tiny_vlm(TinyVLMConfig(num_layers=2))
+    items = [encode_episode(bundle.processor, ep, with_answer=True, prompt=bundle.prompt) for ep in
+             load_episodes(episodes_file)[:2]]  # fmt: skip
+    items[0].box_token_mask[:] = False
+    use_box_attention(bundle.model, "efficient")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = FocusSFTTrainer(
+        model=bundle.model, args=args, attention_loss=AttentionLossConfig(k=1), attention_layers=(0,)
+    )
+    with caplog.at_level("WARNING"):
+        loss = trainer.compute_loss(bundle.model, collate_for_sft(items))
+    assert torch.isfinite(loss)
+    assert trainer.attention_skipped == 1
+    assert "skipping 1 example" in caplog.text
+
+
+def test_short_run_checkpoints_resume_and_final_model(tmp_path, episodes_file):
+    out = tmp_path / "run"
+    config = sft_config(episodes_file, out, "max_steps=4", "save_steps=2", "batch_size=2", "learning_rate=5e-3")
+    result = train_sft(config)
+    assert result.global_step == 4
+    for key in ("lm_loss", "attn_loss", "attn_margin"):
+        values = result.series(key)
+        assert len(values) == 4 and all(map(torch.isfinite, torch.tensor(values))), key
+    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-2", "checkpoint-4"}
+    for name in ("focuskit_prompt.yaml", CONFIG_FILE, "adapter_model.safetensors"):
+        assert (out / "checkpoint-4" / name).is_file(), name
+    assert ATTENTION_IMPLEMENTATION not in (result.final_model / "config.json").read_text()
+    reloaded = load_vlm(result.final_model)
+    assert reloaded.prompt.max_pixels == TinyVLMConfig().max_pixels
+
+    resumed = train_sft(sft_config(episodes_file, out, "max_steps=6", "save_steps=2", "batch_size=2", "resume=latest"))
+    assert resumed.global_step == 6
+    assert [e["step"] for e in resumed.log_history if "lm_loss" in e][-2:] == [5, 6]
+    assert (out / "checkpoint-6").is_dir()
