@@ -178,3 +178,17 @@ def test_short_run_checkpoints_resume_and_final_model(tmp_path, episodes_file):
     assert resumed.global_step == 6
     assert [e["step"] for e in resumed.log_history if "lm_loss" in e][-2:] == [5, 6]
     assert (out / "checkpoint-6").is_dir()
+
+
+def test_checkpoint_directory_trains_and_saves_a_loadable_adapter(tmp_path, episodes_file):
+    """The path GPU users take: a saved checkpoint (not `tiny`), LoRA from `load_vlm`, adapter saved as final."""
+    base = build_tiny_vlm(TinyVLMConfig(num_layers=2)).save(tmp_path / "base")
+    out = tmp_path / "run"
+    result = train_sft(sft_config(episodes_file, out, f"model={base}", "max_steps=2", "save_steps=2"))
+    assert result.global_step == 2 and result.series("attn_loss")
+    assert (result.final_model / "adapter_config.json").is_file()
+    assert not (result.final_model / "config.json").exists()  # an adapter on top of `base`, not a full copy
+    reloaded = load_vlm(result.final_model)
+    assert reloaded.family == "qwen2_vl"
+    with pytest.raises(ConfigError, match=r"k = 3 .* 2 decoder layers"):
+        train_sft(sft_config(episodes_file, tmp_path / "run2", f"model={base}", "attention_loss.k=3"))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from focuskit.core.config import save_config
-from focuskit.core.errors import ConfigError
+from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.vlms.factory import VLMBundle
 from focuskit.models.vlms.families import Family
 from focuskit.models.vlms.prompts import PromptConfig
@@ -66,7 +66,6 @@ def _prepare(config: SFTConfig) -> _Setup:
         return _Setup(bundle.family, prompt, bundle.processor, config.tiny.num_layers, bundle)
     from transformers import AutoConfig, AutoProcessor
 
-    from focuskit.core.errors import ModelError
     from focuskit.models.vlms.factory import inspect_checkpoint
     from focuskit.models.vlms.prompts import load_prompt_config
 
