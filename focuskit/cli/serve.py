@@ -34,9 +34,14 @@ def serve(
         str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1")
     ] = None,
     no_index: Annotated[bool, typer.Option("--no-index", help="Do not update the library index at start")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
 ) -> None:
     """Start the web page and HTTP API (prints the URL); Ctrl-C stops it."""
     import dataclasses
+
+    from focuskit.cli.library import set_threads
+
+    set_threads(threads)
 
     from focuskit.core.config import load_config
     from focuskit.core.errors import ConfigError

@@ -47,7 +47,7 @@ class LibraryConfig:
     )
     max_proposals: int = 96
     """Boxes kept per photo: detector boxes first (best score first), then windows, then the whole photo."""
-    batch_size: int = 16
+    batch_size: int = 32
     """Files per committed batch: an interruption loses at most this many files' work."""
     check: Literal["stat", "hash"] = "stat"
     """How a changed file is recognised: size+mtime ('stat'), or also its SHA-1 when the stat changed ('hash',
@@ -156,8 +156,8 @@ ProgressCallback = Callable[[int, int], None]
 class LibraryIndex:
     """Index photo folders into `state_dir` and search them for concepts of a memory.
 
-    `encoder`/`proposers` may be given already built (tests, the server sharing one encoder); otherwise they are
-    created from `config` on first use, so opening an index to search never loads the proposal network.
+    `encoder` may be given built, or as a zero-argument factory (the CLI passes the memory's), and `proposers`
+    built; otherwise both are created from `config` on first use. Searching never builds either.
     """
 
     def __init__(
@@ -172,6 +172,8 @@ class LibraryIndex:
         self.store = LibraryStore(state_dir)
         self._encoder = encoder
         self._proposers = list(proposers) if proposers is not None else None
+        self._shards: dict[str, np.ndarray] = {}
+        """Memory-mapped shards kept open between searches (opening one costs ~1 ms); pruned to the live ones."""
 
     @property
     def state_dir(self) -> Path:
@@ -179,6 +181,8 @@ class LibraryIndex:
 
     @property
     def encoder(self) -> Any:
+        if self._encoder is not None and not hasattr(self._encoder, "encode"):
+            self._encoder = self._encoder()  # a factory: build the model only when indexing needs it
         if self._encoder is None:
             from focuskit.models.encoders import create_encoder
 
@@ -362,8 +366,11 @@ class LibraryIndex:
         for it in items:
             by_shard.setdefault(it.shard, []).append(it)
         views_t = np.ascontiguousarray(views.T, dtype=np.float32)
+        self._shards = {k: v for k, v in self._shards.items() if k in by_shard}
         for shard, rows in by_shard.items():
-            emb = self.store.load_shard(shard)
+            if shard not in self._shards:
+                self._shards[shard] = self.store.load_shard(shard)
+            emb = self._shards[shard]
             if emb.shape[1] != views_t.shape[0]:
                 raise MemoryStoreError(
                     f"library embeddings have {emb.shape[1]} dims but the concept views {views_t.shape[0]}; "
@@ -381,8 +388,14 @@ class LibraryIndex:
         return hits
 
     def _hit(self, row: ItemRow, scores: np.ndarray, tau: float) -> Hit:
-        above = np.flatnonzero(scores >= tau)
-        keep = above[nms(row.boxes[above], scores[above], self.config.nms_iou)][: self.config.max_boxes_per_image]
+        k = self.config.max_boxes_per_image
+        if k == 1:
+            keep = np.array([int(np.argmax(scores))])
+        else:
+            # NMS over the best few only: the k survivors are almost always among the top 10k candidates.
+            above = np.flatnonzero(scores >= tau)
+            above = above[np.argsort(-scores[above], kind="stable")[: 10 * k]]
+            keep = above[nms(row.boxes[above], scores[above], self.config.nms_iou)][:k]
         root = Path(row.root)
         return Hit(
             image=root / row.path,
@@ -411,11 +424,19 @@ class LibraryIndex:
 
 
 def _max_cosine(emb: np.ndarray, views_t: np.ndarray, rows: int, chunk: int = 65536) -> np.ndarray:
-    """Best cosine over views for the first `rows` stored embeddings, (rows,), converted from float16 in chunks."""
+    """Best cosine over views for the first `rows` stored float16 embeddings, (rows,).
+
+    torch multiplies the float16 rows directly (accumulating in float32), ~3x faster than converting them to float32
+    for numpy first; scores differ from a float32 product by < 1e-3.
+    """
+    import torch
+
+    views = torch.from_numpy(np.ascontiguousarray(views_t, dtype=np.float16))
     out = np.empty(rows, dtype=np.float32)
-    for lo in range(0, rows, chunk):
-        block = np.asarray(emb[lo : min(rows, lo + chunk)], dtype=np.float32)
-        out[lo : lo + len(block)] = (block @ views_t).max(axis=1)
+    with torch.inference_mode():
+        for lo in range(0, rows, chunk):
+            block = torch.from_numpy(np.array(emb[lo : min(rows, lo + chunk)], dtype=np.float16))  # a copy: writable
+            out[lo : lo + len(block)] = (block @ views).amax(dim=1).float().numpy()
     return out
 
 

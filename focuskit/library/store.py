@@ -132,7 +132,7 @@ class LibraryStore:
     """The state directory of one library index. Every method opens its own connection, so it is thread-safe."""
 
     def __init__(self, state_dir: str | Path) -> None:
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).expanduser()
         self.shard_dir = self.state_dir / SHARD_DIR
         self.db_path = self.state_dir / DB_NAME
         try:
@@ -331,31 +331,62 @@ class LibraryStore:
             return [r[0] for r in db.execute("SELECT DISTINCT root FROM files ORDER BY root")]
 
     # --- housekeeping -------------------------------------------------------------------------------------
-    def collect_garbage(self, *, compact_below: float = 0.5) -> None:
-        """Delete shards no item points at (left by a crash, a re-index or deleted files); rewrite shards whose
-        live rows fell below `compact_below` of their size, so disk use follows the library's size."""
+    def collect_garbage(
+        self, *, compact_below: float = 0.5, merge_below_mb: float = 16.0, merged_mb: float = 64.0
+    ) -> None:
+        """Housekeeping after an indexing run, so disk use and search cost follow the library's size:
+
+        * delete shards no item points at (left by a crash, a re-index or deleted files) and interrupted writes;
+        * rewrite shards whose live rows fell below `compact_below` of their size (deleted or changed files);
+        * merge shards under `merge_below_mb` into shards of up to `merged_mb`, because every indexing batch writes
+          one small shard and a search pays a fixed cost per shard file (merging holds one merged shard in RAM).
+        """
         with self.connect() as db:
-            live = dict(db.execute("SELECT shard, SUM(count) FROM items GROUP BY shard").fetchall())
+            live = {str(k): int(v) for k, v in db.execute("SELECT shard, SUM(count) FROM items GROUP BY shard")}
         for path in self.shard_dir.glob("*.npy"):
             if path.stem not in live:
                 path.unlink(missing_ok=True)
         for path in self.shard_dir.glob(".*.tmp"):  # an atomic write interrupted by a kill
             path.unlink(missing_ok=True)
-        for shard, n_live in live.items():
-            arr = self.load_shard(shard)
-            if n_live < compact_below * len(arr):
-                self._compact(shard, arr)
+        shapes = {shard: self.load_shard(shard).shape for shard in live}
+        sizes = {shard: shape[0] for shard, shape in shapes.items()}
+        row_bytes = 2 * max((shape[1] for shape in shapes.values()), default=1)
+        merge_below = int(merge_below_mb * 1e6 / row_bytes)
+        merged_rows = int(merged_mb * 1e6 / row_bytes)
+        small: list[str] = []
+        for shard in sorted(live):
+            if live[shard] < compact_below * sizes[shard] or sizes[shard] < merge_below:
+                small.append(shard)
+        if len(small) == 1 and live[small[0]] >= compact_below * sizes[small[0]]:
+            return  # one small, dense shard: nothing to gain
+        group: list[str] = []
+        rows = 0
+        for shard in small:
+            if group and rows + live[shard] > merged_rows:
+                self._rewrite(group)
+                group, rows = [], 0
+            group.append(shard)
+            rows += live[shard]
+        if len(group) > 1 or (group and live[group[0]] < compact_below * sizes[group[0]]):
+            self._rewrite(group)
 
-    def _compact(self, shard: str, arr: np.ndarray) -> None:
+    def _rewrite(self, shards: list[str]) -> None:
+        """Copy the live rows of `shards` into one new shard and repoint their items, in one transaction."""
         new = uuid.uuid4().hex
+        marks = ",".join("?" * len(shards))
         with self.connect() as db:
-            rows = db.execute("SELECT id, start, count FROM items WHERE shard = ? ORDER BY start", (shard,)).fetchall()
+            rows = db.execute(
+                f"SELECT id, shard, start, count FROM items WHERE shard IN ({marks}) ORDER BY shard, start", shards
+            ).fetchall()
+            arrays = {shard: self.load_shard(shard) for shard in shards}
             parts, updates, start = [], [], 0
-            for item_id, s, n in rows:
-                parts.append(np.asarray(arr[s : s + n]))
+            for item_id, shard, s, n in rows:
+                parts.append(np.asarray(arrays[shard][s : s + n]))
                 updates.append((new, start, item_id))
                 start += n
-            with atomic_open(self.shard_dir / f"{new}.npy", "wb") as fh:
-                np.save(fh, np.concatenate(parts, 0) if parts else arr[:0], allow_pickle=False)
+            if parts:
+                with atomic_open(self.shard_dir / f"{new}.npy", "wb") as fh:
+                    np.save(fh, np.concatenate(parts, 0), allow_pickle=False)
             db.executemany("UPDATE items SET shard = ?, start = ? WHERE id = ?", updates)
-        (self.shard_dir / f"{shard}.npy").unlink(missing_ok=True)
+        for shard in shards:
+            (self.shard_dir / f"{shard}.npy").unlink(missing_ok=True)

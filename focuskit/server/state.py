@@ -74,7 +74,8 @@ class AppState:
                 from focuskit.core.errors import DatasetError
 
                 raise DatasetError(f"library folder not found or not a folder: {settings.library_dir}")
-            self.index = LibraryIndex(settings.resolved_state_dir, settings.library, encoder=self.memory.encoder)
+            memory = self.memory
+            self.index = LibraryIndex(settings.resolved_state_dir, settings.library, encoder=lambda: memory.encoder)
 
     @property
     def protected_dirs(self) -> tuple[Path, ...]:
