@@ -331,6 +331,7 @@ class ConceptMemory:
         self.config = config or MemoryConfig()
         self._encoder_arg = encoder
         self._encoder: Encoder | None = encoder if not isinstance(encoder, (EncoderSpec, str, type(None))) else None
+        self._built_spec: EncoderSpec | None = None
         self._proposer_arg = proposer
         self._proposer: Proposer | None = None if isinstance(proposer, (ProposerSpec, type(None))) else proposer
         self._thread_lock = threading.RLock()
@@ -463,19 +464,19 @@ class ConceptMemory:
         """The encoder for this memory, built on first use from the argument, the stored spec or the default."""
         if self._encoder is None:
             arg = self._encoder_arg
-            if isinstance(arg, str):
-                self._encoder = create_encoder(arg)
-            elif isinstance(arg, EncoderSpec):
-                self._encoder = arg.create()
-            else:
-                spec = self._stored_spec()
-                try:
-                    self._encoder = spec.create()
-                except ConfigError as exc:
-                    raise MemoryStoreError(
-                        f"concept memory {self.directory} was built with encoder {self.encoder_name!r}, which cannot "
-                        f"be rebuilt from its name ({exc}); pass that encoder explicitly"
-                    ) from None
+            spec = EncoderSpec(arg) if isinstance(arg, str) else arg if isinstance(arg, EncoderSpec) else None
+            from_memory = spec is None
+            spec = spec or self._stored_spec()
+            try:
+                self._encoder = spec.create()
+            except ConfigError as exc:
+                if not from_memory:
+                    raise
+                raise MemoryStoreError(
+                    f"concept memory {self.directory} was built with encoder {self.encoder_name!r}, which cannot "
+                    f"be rebuilt from its name ({exc}); pass that encoder explicitly"
+                ) from None
+            self._built_spec = spec
         return self._encoder
 
     def _stored_spec(self) -> EncoderSpec:
@@ -492,15 +493,9 @@ class ConceptMemory:
         return default_encoder_spec()
 
     def _spec_json(self) -> str:
-        arg = self._encoder_arg
-        if isinstance(arg, EncoderSpec):
-            return json.dumps({"name": arg.name, "options": arg.options})
-        if isinstance(arg, str):
-            return json.dumps({"name": arg, "options": {}})
-        if arg is None:
-            spec = self._stored_spec()
-            return json.dumps({"name": spec.name, "options": spec.options})
-        return ""  # an Encoder object: only its tag is known
+        """How to rebuild the current encoder, stored with the memory ("" for an `Encoder` object passed in)."""
+        spec = self._built_spec
+        return "" if spec is None else json.dumps({"name": spec.name, "options": spec.options})
 
     def _check_encoder(self, encoder: Encoder) -> None:
         stored = self.encoder_name
@@ -999,7 +994,7 @@ class ConceptMemory:
             self._set_meta(
                 cur, "encoder_spec", "" if spec is None else json.dumps({"name": spec.name, "options": spec.options})
             )
-        self._encoder_arg, self._encoder = enc, enc
+        self._encoder_arg, self._encoder, self._built_spec = enc, enc, spec
         return len(new_vectors)
 
     def verify(self) -> None:
