@@ -1,0 +1,330 @@
+"""`matching`: training-free localization by feature matching (PeKit's retrieval stage, as a localizer).
+
+Supports become region-pooled embeddings (the encoder's feature map averaged inside each box; every view is kept,
+not averaged away, so a side view and a top view of a mug both count). Candidate boxes in the query come from three
+sources: a class-agnostic detector (SSD-MobileNetV2 at a low threshold), regions grown from the dense similarity map
+between the query's feature cells and the supports, and boxes of the supports' relative size at a few scales and
+aspect ratios around that map's peaks. Each candidate is embedded the same way and scored against each support view:
+the cosine of the whole-box embeddings, mixed with a coarse layout term (cosines of a 3x3 grid of sub-boxes, which
+prefers boxes that frame the whole object over boxes around its most distinctive part). The best candidate wins;
+when its score is below `tau`, the answer is "not present".
+
+Support embeddings are cached by image identity and box, so a stream of queries against the same supports pays for
+the supports once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from focuskit.core.box import Box, nms
+from focuskit.core.config import from_dict, load_config, to_dict
+from focuskit.core.episode import ImageRef, Prediction, Support, validate_supports
+from focuskit.core.errors import ConfigError
+from focuskit.core.image import load_image
+from focuskit.localizers.base import register_localizer
+from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
+from focuskit.models.proposals import Proposer, create_proposer
+from focuskit.models.proposals.similarity import find_peaks, regions_from_similarity
+from focuskit.models.proposals.windows import boxes_around_points
+
+SOURCES = ("ssd", "similarity", "peaks", "windows")
+
+
+@dataclass
+class MatchingConfig:
+    """Options of the matching engine; `configs/matching.yaml` lists them with their defaults."""
+
+    encoder: str = "mobilenetv2"
+    """Feature encoder name (see `focuskit.models.encoders.list_encoders()`)."""
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the encoder, e.g. {layer: s16} or {model: /path/to/dinov2} for hub encoders."""
+    input_size: int = 448
+    """Longer image side fed to the encoder, in pixels. Larger finds smaller objects and costs quadratically more."""
+    tau: float = 0.5
+    """Absent threshold on the best candidate's score; below it the answer is "not present"."""
+    proposals: list[str] = field(default_factory=lambda: ["ssd"])
+    """Candidate sources, any of: ssd, similarity, peaks, windows."""
+    fallback_proposals: list[str] = field(default_factory=lambda: ["similarity", "peaks"])
+    """Sources tried only when the best candidate of `proposals` scores below `fallback_below`."""
+    fallback_below: float | None = None
+    """Score under which `fallback_proposals` are added (None: tau)."""
+    ssd_threshold: float = 0.02
+    """SSD score threshold; low on purpose, since the detector's class and confidence are not what is matched."""
+    ssd_max_proposals: int = 100
+    peaks: int = 3
+    """Local maxima of the similarity map used by the 'similarity' and 'peaks' sources."""
+    grow_levels: list[float] = field(default_factory=lambda: [0.5, 0.65, 0.8])
+    """Relative levels between the map's median (0) and a peak (1) at which regions are grown."""
+    peak_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.4, 2.0])
+    """Sizes around peaks, relative to a support box's size as a fraction of its image."""
+    peak_aspect_ratios: list[float] = field(default_factory=lambda: [0.6, 1.0, 1.6])
+    layout_weight: float = 0.3
+    """Weight of the 3x3 layout similarity in the score (0 = whole-box cosine only)."""
+    layout_grid: int = 3
+    min_box_size: float = 4.0
+    """Candidates narrower or shorter than this many pixels are dropped."""
+    max_instances: int = 1
+    """Above 1, further non-overlapping candidates above tau are returned as `Prediction.extra_boxes`."""
+    cache_size: int = 256
+    """Support embeddings kept in memory (least recently used are dropped)."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.proposals) - set(SOURCES))
+        if unknown or not self.proposals:
+            raise ConfigError(f"matching proposals must be a non-empty list of {list(SOURCES)}, got {self.proposals}")
+        unknown = sorted(set(self.fallback_proposals) - set(SOURCES))
+        if unknown:
+            raise ConfigError(f"matching fallback_proposals must be a list of {list(SOURCES)}, got {unknown}")
+        if self.input_size < 32:
+            raise ConfigError(f"matching input_size must be >= 32 pixels, got {self.input_size}")
+        if not -1.0 <= self.tau <= 1.0:
+            raise ConfigError(f"matching tau must be in [-1, 1] (a cosine similarity), got {self.tau}")
+        if not 0.0 <= self.layout_weight <= 1.0:
+            raise ConfigError(f"matching layout_weight must be in [0, 1], got {self.layout_weight}")
+        if self.layout_grid < 1:
+            raise ConfigError(f"matching layout_grid must be >= 1, got {self.layout_grid}")
+        if self.peaks < 1:
+            raise ConfigError(f"matching peaks must be >= 1, got {self.peaks}")
+        if any(not 0.0 <= t < 1.0 for t in self.grow_levels) or not self.grow_levels:
+            raise ConfigError(f"matching grow_levels must be numbers in [0, 1), got {self.grow_levels}")
+        if any(s <= 0 for s in self.peak_scales) or any(a <= 0 for a in self.peak_aspect_ratios):
+            raise ConfigError("matching peak_scales and peak_aspect_ratios must be positive numbers")
+        if self.max_instances < 1:
+            raise ConfigError(f"matching max_instances must be >= 1, got {self.max_instances}")
+        if self.cache_size < 0:
+            raise ConfigError(f"matching cache_size must be >= 0, got {self.cache_size}")
+
+
+@dataclass(frozen=True)
+class SupportView:
+    """One support, embedded: whole-box embedding (C,), layout grid (g*g, C), and box size relative to its image."""
+
+    embedding: np.ndarray
+    grid: np.ndarray
+    relative_size: tuple[float, float]
+
+
+def image_key(image: ImageRef | str) -> tuple[Any, ...]:
+    """A cache key that changes when the image does: path + mtime + size for files, a pixel hash for arrays."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        try:
+            stat = path.stat()
+        except OSError:
+            return ("path", str(path))  # load_image will raise the user-facing error
+        return ("path", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    img = load_image(image)
+    digest = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
+    return ("pixels", img.size, digest)
+
+
+def grid_boxes(boxes_xyxy: np.ndarray, g: int) -> np.ndarray:
+    """Split each of N boxes into a g x g grid of sub-boxes, row-major: (N, 4) -> (N * g * g, 4)."""
+    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 1, 1, 4)
+    steps = np.arange(g + 1, dtype=np.float64) / g
+    w = b[..., 2] - b[..., 0]
+    h = b[..., 3] - b[..., 1]
+    xs = b[..., 0] + w * steps[None, None, :]  # (N, 1, g+1)
+    ys = b[..., 1] + h * steps[None, :, None]  # (N, g+1, 1)
+    x1, x2 = xs[:, :, :-1], xs[:, :, 1:]
+    y1, y2 = ys[:, :-1, :], ys[:, 1:, :]
+    shape = (b.shape[0], g, g)
+    out = np.stack([np.broadcast_to(v, shape) for v in (x1, y1, x2, y2)], axis=-1)
+    return out.reshape(-1, 4)
+
+
+class MatchingLocalizer:
+    """Feature-matching localizer; see the module docstring for the method."""
+
+    name = "matching"
+
+    def __init__(self, config: MatchingConfig | None = None, *, encoder: Encoder | None = None) -> None:
+        self.config = config or MatchingConfig()
+        cfg = self.config
+        self.encoder = encoder or create_encoder(cfg.encoder, input_size=cfg.input_size, **cfg.encoder_options)
+        self._proposer: Proposer | None = None
+        self._cache: OrderedDict[tuple[Any, ...], SupportView] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # --- supports -------------------------------------------------------------------------------------------
+    def _proposer_ssd(self) -> Proposer:
+        if self._proposer is None:
+            cfg = self.config
+            self._proposer = create_proposer(
+                "ssd", score_threshold=cfg.ssd_threshold, max_proposals=cfg.ssd_max_proposals
+            )
+        return self._proposer
+
+    def _embed_boxes(self, fm: FeatureMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-box embeddings (N, C) and layout grids (N, g*g, C)."""
+        g = self.config.layout_grid
+        whole = fm.pool_boxes(boxes)
+        grid = fm.pool_boxes(grid_boxes(boxes, g)).reshape(len(boxes), g * g, -1) if g > 1 else whole[:, None]
+        return whole, grid
+
+    def embed_supports(self, supports: Sequence[Support]) -> list[SupportView]:
+        """Embed each support view, from the cache when its image and box were seen before.
+
+        Boxes are assumed validated (`validate_supports`). Each distinct support image is encoded once per call,
+        even when several supports share it.
+        """
+        keys = [
+            (self.encoder.name, self.config.layout_grid, image_key(s.image), tuple(s.box.as_list(3))) for s in supports
+        ]
+        found: dict[tuple[Any, ...], SupportView] = {}
+        pending: dict[tuple[Any, ...], list[int]] = {}
+        for i, key in enumerate(keys):
+            if key in found:
+                continue
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.cache_hits += 1
+                found[key] = cached
+            else:
+                pending.setdefault(key[2], []).append(i)
+        for indices in pending.values():
+            img = load_image(supports[indices[0]].image, what=f"support image {indices[0] + 1}")
+            fm = self.encoder.encode(img)
+            whole, grid = self._embed_boxes(fm, np.stack([supports[i].box.to_array() for i in indices]))
+            for j, i in enumerate(indices):
+                b = supports[i].box
+                view = SupportView(whole[j], grid[j], (b.width / img.width, b.height / img.height))
+                found[keys[i]] = view
+                self.cache_misses += 1
+                self._remember(keys[i], view)
+        return [found[k] for k in keys]
+
+    def _remember(self, key: tuple[Any, ...], view: SupportView) -> None:
+        if self.config.cache_size == 0:
+            return
+        self._cache[key] = view
+        while len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # --- query ----------------------------------------------------------------------------------------------
+    def candidates(
+        self,
+        image: Image.Image,
+        fm: FeatureMap,
+        sim: np.ndarray,
+        views: Sequence[SupportView],
+        sources: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate boxes (N, 4) from `sources`, and the index of the source that proposed each (into `SOURCES`)."""
+        cfg = self.config
+        width, height = image.size
+        parts: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+
+        def add(source: str, boxes: np.ndarray) -> None:
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+            parts.append(boxes)
+            labels.append(np.full(len(boxes), SOURCES.index(source)))
+
+        if "ssd" in sources:
+            add("ssd", self._proposer_ssd().propose(image))
+        if "similarity" in sources:
+            add("similarity", regions_from_similarity(sim, image.size, max_peaks=cfg.peaks, levels=cfg.grow_levels))
+        if "peaks" in sources:
+            peaks = find_peaks(sim, max_peaks=cfg.peaks)
+            gw, gh = fm.grid_size
+            points = np.stack([(peaks[:, 1] + 0.5) * width / gw, (peaks[:, 0] + 0.5) * height / gh], axis=1)
+            sizes = np.array([(v.relative_size[0] * width, v.relative_size[1] * height) for v in views])
+            add(
+                "peaks",
+                boxes_around_points(
+                    points, sizes, image.size, scales=cfg.peak_scales, aspect_ratios=cfg.peak_aspect_ratios
+                ),
+            )
+        if "windows" in sources:
+            add("windows", create_proposer("windows").propose(image))
+        if not parts:
+            return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
+        boxes = np.concatenate(parts, axis=0)
+        source = np.concatenate(labels, axis=0)
+        boxes = np.clip(boxes, 0, [width, height, width, height])
+        ok = ((boxes[:, 2] - boxes[:, 0]) >= cfg.min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= cfg.min_box_size)
+        boxes, source = boxes[ok], source[ok]
+        # Exact duplicates (the same region from two sources) are scored once; the first source keeps it.
+        _, first = np.unique(np.round(boxes, 1), axis=0, return_index=True)
+        first.sort()
+        return boxes[first], source[first]
+
+    def score_boxes(
+        self, fm: FeatureMap, boxes: np.ndarray, views: Sequence[SupportView]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (N,) of candidate boxes, and the index of the best-matching support view for each."""
+        if len(boxes) == 0:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        whole, grid = self._embed_boxes(fm, boxes)
+        support_whole = np.stack([v.embedding for v in views])  # (K, C)
+        support_grid = np.stack([v.grid for v in views])  # (K, g*g, C)
+        cos = whole @ support_whole.T  # (N, K)
+        w = self.config.layout_weight
+        if w > 0:
+            layout = np.einsum("ngc,kgc->nk", grid, support_grid, optimize=True) / grid.shape[1]
+            cos = (1 - w) * cos + w * layout
+        best_view = cos.argmax(1)
+        return cos[np.arange(len(boxes)), best_view], best_view
+
+    def localize(self, supports: Sequence[Support], query_image: ImageRef) -> Prediction:
+        supports = validate_supports(supports)
+        views = self.embed_supports(supports)
+        image = load_image(query_image, what="query image")
+        fm = self.encoder.encode(image)
+        sim = fm.similarity(np.stack([v.embedding for v in views])).max(axis=0)
+        cfg = self.config
+        boxes, source = self.candidates(image, fm, sim, views, cfg.proposals)
+        scores, best_view = self.score_boxes(fm, boxes, views)
+        fallback_below = cfg.tau if cfg.fallback_below is None else cfg.fallback_below
+        fell_back = bool(cfg.fallback_proposals) and (len(boxes) == 0 or float(scores.max()) < fallback_below)
+        if fell_back:
+            more, more_source = self.candidates(image, fm, sim, views, cfg.fallback_proposals)
+            more_scores, more_view = self.score_boxes(fm, more, views)
+            boxes, source = np.concatenate([boxes, more]), np.concatenate([source, more_source])
+            scores, best_view = np.concatenate([scores, more_scores]), np.concatenate([best_view, more_view])
+        meta: dict[str, Any] = {"candidates": len(boxes), "encoder": self.encoder.name, "fallback": fell_back}
+        if len(boxes) == 0:
+            return Prediction(None, 0.0, meta={**meta, "reason": "no candidate regions"})
+        best = int(np.argmax(scores))
+        score = float(scores[best])
+        meta.update(source=SOURCES[int(source[best])], support=int(best_view[best]))
+        if score < self.config.tau:
+            return Prediction(None, score, meta=meta)
+        extra: tuple[Box, ...] = ()
+        if self.config.max_instances > 1:
+            above = np.flatnonzero(scores >= self.config.tau)
+            kept = above[nms(boxes[above], scores[above], 0.3)]
+            extra = tuple(Box(*boxes[i]) for i in kept[1 : self.config.max_instances])
+        return Prediction(Box(*boxes[best]), score, extra_boxes=extra, meta=meta)
+
+
+@register_localizer("matching")
+def create_matching(
+    config: str | Path | MatchingConfig | None = None,
+    encoder: str | None = None,
+    tau: float | None = None,
+    **overrides: Any,
+) -> MatchingLocalizer:
+    """The matching engine from an optional YAML config; `encoder`, `tau` and other fields override it."""
+    cfg = config if isinstance(config, MatchingConfig) else load_config(MatchingConfig, config)
+    given = {k: v for k, v in {"encoder": encoder, "tau": tau, **overrides}.items() if v is not None}
+    if given:
+        if "encoder" in given and given["encoder"] != cfg.encoder and "encoder_options" not in given:
+            given["encoder_options"] = {}  # options of one encoder (layer, model path) rarely fit another
+        cfg = from_dict(MatchingConfig, {**to_dict(cfg), **given}, where="matching options")
+    return MatchingLocalizer(cfg)
