@@ -1,7 +1,7 @@
 """Rebuild `focuskit/assets/realphotos/`: real-photo k-shot episodes with hand-checked boxes.
 
 Sources (all real media that install offline; none ships box annotations, so every box below was drawn by hand on a
-pixel grid and checked by eye on the rendered preview, except the chessboard, whose box comes from OpenCV's corner
+pixel grid and checked by eye on 2x zoomed crops of the saved JPEGs, except the chessboard, whose box comes from OpenCV's corner
 finder extended by 1.15 squares to the board's edge):
   - Debian `opencv-doc`: `box.mp4.gz` and `cup.mp4.gz` (one hand-held object followed through a video),
     `box.png` + `box_in_scene.png`, and the `left*.jpg` chessboard calibration photos.
@@ -43,14 +43,14 @@ OUT = Path(__file__).resolve().parents[1] / "focuskit" / "assets" / "realphotos"
 
 # Hand-drawn boxes, pixels of the source frame (x1, y1, x2, y2). Frame numbers are 0-based decode order.
 BOX_VIDEO = {  # box.mp4, 640x480: the yellow "Camprodon" biscuit box held by one hand
-    0: (296, 14, 597, 242),
-    45: (296, 14, 588, 243),
-    100: (222, 20, 545, 268),
+    0: (296, 17, 597, 238),
+    45: (296, 14, 586, 234),
+    100: (222, 26, 545, 264),
     130: (143, 42, 517, 294),
-    190: (158, 46, 493, 262),
-    230: (247, 64, 552, 268),
-    260: (205, 112, 522, 337),
-    310: (138, 118, 484, 362),
+    190: (158, 50, 490, 262),
+    230: (247, 69, 552, 268),
+    260: (205, 117, 516, 337),
+    310: (138, 125, 484, 358),
     390: (314, 84, 588, 238),
     440: (303, 84, 563, 237),
 }
@@ -76,7 +76,7 @@ BIKES_VIDEO = {  # bikes.mp4, 640x272: a cyclist (person and bicycle) and a park
 }
 STILLS = {
     "box_ref": (0, 0, 324, 223),  # opencv box.png: the whole picture is the packet
-    "box_in_scene": (96, 163, 270, 298),  # the same packet, rotated and partly covered
+    "box_in_scene": (99, 167, 270, 294),  # the same packet, rotated and partly covered
     "moto_left": (92, 76, 686, 452),  # skimage motorcycle_left: the motorcycle
     "moto_right": (48, 74, 630, 452),
     "can_left": (400, 58, 419, 92),  # the small yellow can on the shelf, in motorcycle_left / _right
