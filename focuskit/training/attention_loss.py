@@ -19,7 +19,7 @@ Two implementations give the same loss and gradients (tests check both):
   the mass alone gives both means. The call uses the same fused kernels as the layer, so no attention map is ever
   materialized; gradients come from SDPA's own backward. Extra memory: the gathered query rows and their output
   (2 x N/L of one query tensor per selected layer) plus one shared (rows x keys) additive mask per batch; extra
-  compute: about N/L of the selected layers' attention.
+  compute: about 2N/L of a selected layer's causal attention (the query rows come last and see almost every key).
 * **eager**: the model runs with eager attention and `output_attentions=True`, and the loss is read off the full
   (batch, heads, L, L) maps of every layer. This is what the paper did (+12% memory); it is kept as the reference.
 
@@ -225,7 +225,7 @@ class BoxAttentionCollector:
 
         `query` (B, H, L, D) and `key` (B, Hkv, L, D) are the layer's, after RoPE. With the box indicator as values
         the SDPA output is sum_j A_ij [j in M] for every row i, computed by the same fused kernels as the layer
-        (no attention map is kept), over N query rows instead of L: about N/L of the layer's attention cost. Keys
+        (no attention map is kept), over N query rows instead of L: about 2N/L of the layer's causal attention. Keys
         are never repeated for grouped-query attention: on CPU SDPA's `enable_gqa` takes a mask; on GPUs, where
         masked GQA would fall back to the unfused kernel, query heads are grouped under their key head instead.
         """
