@@ -40,6 +40,7 @@ class FeatureMap:
     """(width, height) of the original image, in pixels."""
     _array: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _unit: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _integral: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.features.ndim != 3:
@@ -68,20 +69,49 @@ class FeatureMap:
             self._unit = l2_normalize(self.array, axis=0)
         return self._unit
 
-    def _axis_weights(self, lo: np.ndarray, hi: np.ndarray, extent: int, cells: int) -> np.ndarray:
-        """(N, cells): the length of [lo, hi) that falls in each cell's strip of the image axis."""
-        edges = np.arange(cells + 1, dtype=np.float64) * (extent / cells)
-        return np.clip(np.minimum(hi[:, None], edges[None, 1:]) - np.maximum(lo[:, None], edges[None, :-1]), 0, None)
+    @property
+    def integral(self) -> np.ndarray:
+        """(h+1, w+1, C) summed-area table: entry [i, j] sums the feature vectors of the cells above-left of (i, j).
 
-    def box_weights(self, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per-box coverage of grid rows (N, h) and columns (N, w); boxes are clipped to the image first."""
+        Channels last, so looking up N corners reads N contiguous rows.
+        """
+        if self._integral is None:
+            c, h, w = self.array.shape
+            table = np.zeros((h + 1, w + 1, c), dtype=np.float64)
+            table[1:, 1:] = self.array.transpose(1, 2, 0).astype(np.float64).cumsum(0).cumsum(1)
+            self._integral = table
+        return self._integral
+
+    def _integral_at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The feature integral over [0, x] x [0, y] (cell units, fractional) for N points: (N, C).
+
+        The integral of a piecewise-constant grid is exactly bilinear between the summed-area table's entries.
+        """
+        table = self.integral
+        hp, wp, _ = table.shape
+        i0 = np.clip(np.floor(ys).astype(np.int64), 0, hp - 2)
+        j0 = np.clip(np.floor(xs).astype(np.int64), 0, wp - 2)
+        fy = (ys - i0)[:, None]
+        fx = (xs - j0)[:, None]
+        t00, t01 = table[i0, j0], table[i0, j0 + 1]
+        t10, t11 = table[i0 + 1, j0], table[i0 + 1, j0 + 1]
+        return (1 - fy) * ((1 - fx) * t00 + fx * t01) + fy * ((1 - fx) * t10 + fx * t11)
+
+    def pool_boxes(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """(N, 4) xyxy pixel boxes -> (N, C) L2-normalised averages of the features inside each box.
+
+        Cells are weighted by the area of the box that falls in them (exactly, through a summed-area table, so the
+        cost per box does not grow with its size). Boxes are clipped to the image; an empty input gives (0, C).
+        """
         boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
         width, height = self.image_size
         gw, gh = self.grid_size
-        x1 = np.clip(boxes[:, 0], 0, width)
-        x2 = np.clip(boxes[:, 2], 0, width)
-        y1 = np.clip(boxes[:, 1], 0, height)
-        y2 = np.clip(boxes[:, 3], 0, height)
+        x1 = np.clip(boxes[:, 0], 0, width) * (gw / width)
+        x2 = np.clip(boxes[:, 2], 0, width) * (gw / width)
+        y1 = np.clip(boxes[:, 1], 0, height) * (gh / height)
+        y2 = np.clip(boxes[:, 3], 0, height) * (gh / height)
         empty = np.flatnonzero((x2 <= x1) | (y2 <= y1))
         if empty.size:
             i = int(empty[0])
@@ -89,20 +119,13 @@ class FeatureMap:
                 f"box {i} {boxes[i].round(2).tolist()} has no area inside the {width}x{height} image: "
                 "need x2 > x1 and y2 > y1 within the image"
             )
-        return self._axis_weights(y1, y2, height, gh), self._axis_weights(x1, x2, width, gw)
-
-    def pool_boxes(self, boxes_xyxy: np.ndarray) -> np.ndarray:
-        """(N, 4) xyxy pixel boxes -> (N, C) L2-normalised averages of the features inside each box.
-
-        Cells are weighted by the area of the box that falls in them. An empty input gives a (0, C) array.
-        """
-        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-        if len(boxes) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        wy, wx = self.box_weights(boxes)
-        # Contract width first, then height: N*C*h*w multiply-adds, no (N, h, w) weight tensor.
-        summed = np.einsum("nh,nch->nc", wy, np.einsum("chw,nw->nch", self.array, wx, optimize=True), optimize=True)
-        area = wy.sum(1) * wx.sum(1)
+        summed = (
+            self._integral_at(y2, x2)
+            - self._integral_at(y1, x2)
+            - self._integral_at(y2, x1)
+            + self._integral_at(y1, x1)
+        )
+        area = (x2 - x1) * (y2 - y1)
         return l2_normalize(summed / area[:, None]).astype(np.float32)
 
     def pool_masks(self, masks: np.ndarray) -> np.ndarray:
