@@ -105,7 +105,7 @@ def test_ask_about_a_video_names_the_concept(clip: Path, memory: ConceptMemory) 
     assert n == 3 and video is True
     assert "In this video, the entity enclosed in the" in prompt and '"motorbike"' in prompt and "my Yamaha" in prompt
     backend.supports_video = False
-    ask_video(clip, "Where?", memory, backend, sampling=SamplingConfig(every_n=2), frames_to_backend=8)
+    ask_video(clip, "Where?", memory, backend, sampling=SamplingConfig(every_n=3), frames_to_backend=8)
     assert backend.calls[-1][0] == 4 and backend.calls[-1][2] is False  # a few frames, as separate images
 
 

@@ -177,7 +177,7 @@ class FaissIndex:
     # --- persistence ----------------------------------------------------------------------------------------
     def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
         """One zip file: the serialized index and a JSON header with its sha256, written atomically."""
-        blob = faiss.serialize_index(self._index).tobytes()
+        blob = memoryview(faiss.serialize_index(self._index))  # no copy: a 1M-view index is over 1 GB
         header = {
             "format": "focuskit-vector-index",
             "version": INDEX_FORMAT_VERSION,

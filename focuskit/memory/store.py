@@ -56,6 +56,8 @@ INDEX_FILE = "index.zip"
 FORMAT_FILE = "FORMAT"
 LOCK_FILE = ".lock"
 MAX_NAME_LENGTH = 200
+SAVE_ALWAYS_MAX = 20_000
+"""Up to this many vectors the index file (<= ~110 MB at 1376 dims) is rewritten after every change."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -342,6 +344,7 @@ class ConceptMemory:
         self._index: FaissIndex | None = None
         self._index_encoder: str | None = None
         self._index_file_generation = -1
+        self._unsaved = 0
         self._vector_ids = np.zeros((0,), dtype=np.int64)
         self._vector_concepts = np.zeros((0,), dtype=np.int64)
         self._concept_names: dict[int, str] = {}
@@ -391,7 +394,13 @@ class ConceptMemory:
         return db
 
     def close(self) -> None:
+        """Write a pending index update (if no other writer holds the lock) and close the database."""
         with self._thread_lock:
+            if self._index is not None and self._should_save(len(self._index), final=True) and self._try_lock():
+                try:
+                    self._save_index(self._loaded_generation)
+                finally:
+                    self._file_lock.release()
             self._db.close()
 
     def __enter__(self) -> ConceptMemory:
@@ -561,16 +570,35 @@ class ConceptMemory:
                 index, index_gen = self._load_index_file(encoder, dim)
             if index is None or not self._sync(index):
                 index = self._rebuild_index()
+                self._unsaved = max(1, len(index))
             self._index, self._index_encoder, self._loaded_generation = index, encoder, gen
-            stale_file = index_gen != gen or self._index_file_generation != gen
-        if stale_file and (persist or self._try_lock()):
+            if index_gen != gen and self._index_file_generation != gen:
+                self._unsaved = max(self._unsaved, 1)
+        if self._should_save(len(index)) and (persist or self._try_lock()):
             try:
-                if self.generation() == gen:
-                    index.save(self.directory / INDEX_FILE, {"generation": gen, "encoder": encoder})
-                    self._index_file_generation = gen
+                self._save_index(gen)
             finally:
                 if not persist:
                     self._file_lock.release()
+
+    def _should_save(self, size: int, *, final: bool = False) -> bool:
+        """Rewrite the index file after every change while it is small; past `SAVE_ALWAYS_MAX` vectors, once 1% of
+        it (at least 1000 vectors) changed, or when the memory is closed. A stale file is never wrong, only slower
+        to open: the database is the truth and the difference is patched in by id."""
+        if self._unsaved <= 0:
+            return False
+        return final or size <= SAVE_ALWAYS_MAX or self._unsaved >= max(1000, size // 100)
+
+    def _save_index(self, gen: int) -> None:
+        if self._index is None or self.generation() != gen:
+            return
+        try:
+            self._index.save(self.directory / INDEX_FILE, {"generation": gen, "encoder": self._index_encoder})
+        except OSError as exc:  # the index is a cache of the committed database: warn, never fail the write
+            log.warning("could not write the vector index of %s (%s); it will be rebuilt", self.directory, exc)
+            return
+        self._index_file_generation = gen
+        self._unsaved = 0
 
     def _try_lock(self) -> bool:
         try:
@@ -602,6 +630,7 @@ class ConceptMemory:
         added = np.setdiff1d(want, have, assume_unique=True)
         if len(added) > max(1000, len(want) // 2):
             return False
+        self._unsaved += len(added) + len(removed)
         if len(removed):
             index.remove(removed)
         for start in range(0, len(added), 500):
