@@ -151,6 +151,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        server_log = (work / "server.log").read_text(errors="replace")
         shutil.rmtree(work, ignore_errors=True)
 
     latencies = [lat for _, lat, _ in results]
@@ -176,6 +177,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+    if errors:
+        print("server log (last 60 lines):\n" + "\n".join(server_log.splitlines()[-60:]))
     print(f"{out['requests']} concurrent requests in {out['wall_s']} s, errors: {out['errors']}")
     print("latency p50 {p50}s p90 {p90}s p99 {p99}s max {max}s".format(**out["latency_s"]))
     for kind, row in per_kind.items():

@@ -342,3 +342,24 @@ def test_concurrent_concept_creation_is_serialized_and_atomic(tree: Path) -> Non
         concepts = {c_["name"]: c_ for c_ in c.get("/concepts").json()["concepts"]}
         assert sorted(concepts) == ["a", "b", "dup"]
         assert all(len(c_["views"]) == 1 and c_["vectors"] > 0 for c_ in concepts.values())
+
+
+def test_concurrent_inference_requests_all_succeed(client: TestClient) -> None:
+    """Detection and localization share models across server threads (the SSD proposer's OpenCV net included)."""
+    if client.get("/concepts/box").status_code == 404:
+        assert _create(client, "box").status_code == 201
+    statuses: list[int] = []
+
+    def call(i: int) -> None:
+        if i % 2:
+            r = client.post("/detect", files=[("image", _upload(PHOTOS[i % len(PHOTOS)]))])
+        else:
+            r = client.post("/localize", data={"concept": "box"}, files=[("query", _upload("box_f0100.jpg"))])
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 6

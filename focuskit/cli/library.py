@@ -119,9 +119,13 @@ def search_cmd(
 @library_app.command("status")
 def status_cmd(memory: MemoryOpt, state: StateOpt = None) -> None:
     """What the library index holds: folders, files, images, encoder."""
-    from focuskit.library.store import LibraryStore
+    from focuskit.core.errors import MemoryStoreError
+    from focuskit.library.store import DB_NAME, LibraryStore
 
-    store = LibraryStore(state if state is not None else memory / "library")
+    where = state if state is not None else memory / "library"
+    if not (where / DB_NAME).is_file():
+        raise MemoryStoreError(f"no library index at {where}: run `focuskit library index DIR --memory {memory}` first")
+    store = LibraryStore(where)
     counts = store.counts()
     typer.echo(f"index {store.state_dir}: encoder {store.get_meta('encoder')}")
     typer.echo(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from focuskit.core.box import Box, nms
-from focuskit.core.errors import ConfigError, ImageError, MemoryStoreError
+from focuskit.core.errors import ConfigError, DatasetError, ImageError, MemoryStoreError
 from focuskit.core.image import load_image
 from focuskit.library.media import MediaFile, sample_frames, scan_media
 from focuskit.library.store import FileRecord, ItemRecord, ItemRow, LibraryStore
@@ -218,8 +219,6 @@ class LibraryIndex:
         `reindex` recomputes everything (needed after changing the encoder). Raises `DatasetError` when `root` is not
         a folder, `MemoryStoreError` when the index was built with another encoder and `reindex` is not set.
         """
-        from focuskit.core.errors import DatasetError
-
         start_time = time.perf_counter()
         root_path = Path(root).expanduser()
         if not root_path.is_dir():
@@ -351,17 +350,21 @@ class LibraryIndex:
             raise ConfigError(f"top must be >= 1, got {top}")
         key = None if root is None else str(Path(root).resolve())
         try:
-            hits = self._search(views, tau, key, path)
+            found = self._search(views, tau, key, path)
         except MemoryStoreError:
             # A shard can vanish under a search when a concurrent indexing run compacts it; the items read
             # again point at the new shard.
-            hits = self._search(views, tau, key, path)
-        hits.sort(key=lambda h: (-h.score, h.path, h.frame or 0))
-        return hits if top is None else hits[:top]
+            found = self._search(views, tau, key, path)
+        found.sort(key=lambda c: (-c[0], c[1].path, c[1].frame or 0))
+        # Boxes and `Hit`s only for what is returned: a common concept can match thousands of photos.
+        return [self._hit(row, scores, tau) for _, row, scores in (found if top is None else found[:top])]
 
-    def _search(self, views: np.ndarray, tau: float, root: str | None, path: str | None) -> list[Hit]:
+    def _search(
+        self, views: np.ndarray, tau: float, root: str | None, path: str | None
+    ) -> list[tuple[float, ItemRow, np.ndarray]]:
+        """(best score, item, its proposals' scores) of every item whose best proposal reaches `tau`."""
         items = self.store.items(root=root, file_path=path)
-        hits: list[Hit] = []
+        found: list[tuple[float, ItemRow, np.ndarray]] = []
         by_shard: dict[str, list[ItemRow]] = {}
         for it in items:
             by_shard.setdefault(it.shard, []).append(it)
@@ -384,8 +387,8 @@ class LibraryIndex:
             scores = row_scores[live]
             best = np.maximum.reduceat(scores, offsets)
             for i in np.flatnonzero(best >= tau):
-                hits.append(self._hit(rows[i], scores[offsets[i] : offsets[i] + counts[i]], tau))
-        return hits
+                found.append((float(best[i]), rows[i], scores[offsets[i] : offsets[i] + counts[i]]))
+        return found
 
     def _hit(self, row: ItemRow, scores: np.ndarray, tau: float) -> Hit:
         k = self.config.max_boxes_per_image
@@ -433,9 +436,12 @@ def _max_cosine(emb: np.ndarray, views_t: np.ndarray, rows: int, chunk: int = 65
 
     views = torch.from_numpy(np.ascontiguousarray(views_t, dtype=np.float16))
     out = np.empty(rows, dtype=np.float32)
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # The memory-mapped shard is read-only; torch warns that writing through the tensor would be undefined,
+        # and nothing writes to it. Wrapping it directly saves copying the whole index on every search.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         for lo in range(0, rows, chunk):
-            block = torch.from_numpy(np.array(emb[lo : min(rows, lo + chunk)], dtype=np.float16))  # a copy: writable
+            block = torch.from_numpy(np.asarray(emb[lo : min(rows, lo + chunk)]))
             out[lo : lo + len(block)] = (block @ views).amax(dim=1).float().numpy()
     return out
 

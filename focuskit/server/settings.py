@@ -62,6 +62,9 @@ class ServerSettings:
     max_files: int = 16
     max_pixels: int = 40_000_000
     thumbnail_size: int = 256
+    inference_slots: int = 2
+    """Model calls (detect, localize, ask, embedding new concepts) run at most this many at once; the rest queue.
+    More parallel CPU inference than cores only adds contention, and keeps light requests (search, images) waiting."""
     engines: list[str] = field(default_factory=lambda: ["matching", "template"])
     """Localizer engines `/localize` may use (the VLM engine loads a checkpoint: add 'vlm' explicitly)."""
     detector_tau: float | None = None
@@ -79,7 +82,7 @@ class ServerSettings:
             self.state_dir = Path(self.state_dir).expanduser()
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
-        for name in ("max_upload_bytes", "max_files", "max_pixels", "thumbnail_size"):
+        for name in ("max_upload_bytes", "max_files", "max_pixels", "thumbnail_size", "inference_slots"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.token is not None and len(self.token) < 8:

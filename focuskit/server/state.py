@@ -60,6 +60,8 @@ class AppState:
         # live inside it.
         self.memory = ConceptMemory(settings.memory_dir)
         self.write_lock = threading.Lock()
+        self.compute = threading.BoundedSemaphore(settings.inference_slots)
+        """Held around every model call (see `ServerSettings.inference_slots`); taken before `write_lock`."""
         self.job = IndexJob()
         self._job_lock = threading.Lock()
         self._job_thread: threading.Thread | None = None

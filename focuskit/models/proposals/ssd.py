@@ -7,6 +7,8 @@ OpenCV DNN from the TensorFlow frozen graph (~90 ms per image on 2 CPU cores, in
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -42,6 +44,7 @@ class SSDProposer:
             self._net = cv2.dnn.readNetFromTensorflow(str(graph), str(text))
         except cv2.error as exc:
             raise ModelError(f"OpenCV cannot read the SSD graph {graph}: {exc}") from None
+        self._lock = threading.Lock()
         self.score_threshold = score_threshold
         self.max_proposals = max_proposals
         self.merge_iou = merge_iou
@@ -53,8 +56,9 @@ class SSDProposer:
         height, width = rgb.shape[:2]
         # The graph expects RGB; blobFromImage with swapRB=False keeps our RGB order (cv2 images would be BGR).
         blob = cv2.dnn.blobFromImage(rgb, size=(300, 300), swapRB=False, crop=False)
-        self._net.setInput(blob)
-        out = self._net.forward().reshape(-1, 7)
+        with self._lock:  # an OpenCV Net holds its input and buffers: one forward at a time (server threads)
+            self._net.setInput(blob)
+            out = self._net.forward().reshape(-1, 7)
         scores = out[:, 2].astype(np.float64)
         keep = scores >= self.score_threshold
         out, scores = out[keep], scores[keep]

@@ -118,7 +118,9 @@ async def create_concept(
         views.append(await run_in_threadpool(load_library_image, state, pick["path"], frame))
 
     def add() -> dict[str, Any]:
-        with state.write_lock:  # one writer at a time in this process; the memory's file lock covers others
+        # One writer at a time in this process (the memory's file lock covers other processes); the compute slot is
+        # taken first, always in that order, so a writer never waits for a slot while holding the write lock.
+        with state.compute, state.write_lock:
             clean = check_name(name)
             if clean in state.memory and not replace:
                 raise ApiError(

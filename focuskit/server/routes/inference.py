@@ -56,7 +56,8 @@ async def localize(
             sups = state.memory.supports(concept)
         else:
             sups = validate_supports(support_list)
-        pred = state.localizer(engine).localize(sups, query_img)
+        with state.compute:
+            pred = state.localizer(engine).localize(sups, query_img)
         return {**pred.to_json(), "engine": engine, "width": query_img.width, "height": query_img.height}
 
     return await run_in_threadpool(run)
@@ -78,7 +79,8 @@ async def detect(
             raise ApiError(404, "not_found", f"unknown concept(s) {unknown}; concepts: {state.memory.names()}")
 
     def run() -> dict[str, Any]:
-        dets = state.detector().detect(img, wanted)
+        with state.compute:
+            dets = state.detector().detect(img, wanted)
         return {"width": img.width, "height": img.height, "detections": dets.to_json()}
 
     return await run_in_threadpool(run)
@@ -98,6 +100,7 @@ async def ask(
     def run() -> dict[str, Any]:
         from focuskit.server.adapters import personalized_answer
 
-        return personalized_answer(state.memory, state.detector(), backend, img, question)
+        with state.compute:
+            return personalized_answer(state.memory, state.detector(), backend, img, question)
 
     return await run_in_threadpool(run)

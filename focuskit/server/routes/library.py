@@ -66,8 +66,7 @@ def load_library_image(state: AppState, path: str, frame: int | None) -> Image.I
     """Pixels of a library photo or indexed video frame, with the server's pixel limit."""
     real, kind = resolve_media(state, path, frame)
     try:
-        if kind == "video":
-            assert frame is not None  # checked by resolve_media
+        if kind == "video" and frame is not None:  # resolve_media refuses a video without a frame
             return read_frame(real, frame)
         return load_image(real, max_pixels=state.settings.max_pixels, what=f"library photo {path}")
     except ImageError as exc:
