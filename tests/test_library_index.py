@@ -295,3 +295,19 @@ def test_cli_index_then_search_json(photos: Path, tmp_path: Path, memory: Concep
     out = runner.invoke(app, ["library", "search", "bicycle", "--memory", str(mem_dir), "--state", str(state)])
     assert out.exit_code == 2
     assert "no concept 'bicycle'" in out.output and "'box'" in out.output
+
+
+def test_demo_library_is_built_from_shipped_photos_and_a_video(tmp_path: Path) -> None:
+    from focuskit.library.demo import SEED_CONCEPT, build_demo_library
+    from focuskit.library.media import sample_frames, scan_media
+
+    folder = build_demo_library(tmp_path / "demo")
+    files = scan_media(folder)
+    photos = [f for f in files if f.kind == "image"]
+    assert len(photos) >= 40 and SEED_CONCEPT[1] in {f.path for f in photos}
+    video = folder / "videos" / "box_clip.mp4"
+    frames = list(sample_frames(video, every_s=1.0, max_frames=60))
+    assert len(frames) == 6 and frames[0].image.size == (640, 480)
+    before = {f.path: f.mtime_ns for f in files}
+    build_demo_library(tmp_path / "demo")  # idempotent: nothing rewritten
+    assert {f.path: f.mtime_ns for f in scan_media(folder)} == before

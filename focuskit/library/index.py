@@ -47,7 +47,7 @@ class LibraryConfig:
         default_factory=lambda: {"windows": {"sizes": [0.3, 0.5, 0.75], "aspect_ratios": [0.5, 1.0, 2.0]}}
     )
     max_proposals: int = 96
-    """Boxes kept per photo: detector boxes first (best score first), then windows, then the whole photo."""
+    """Boxes kept per photo: the whole photo and an equal share of each proposer's boxes (see `propose`)."""
     batch_size: int = 32
     """Files per committed batch: an interruption loses at most this many files' work."""
     check: Literal["stat", "hash"] = "stat"
@@ -307,19 +307,23 @@ class LibraryIndex:
         return ItemRecord(frame, time_s, image.width, image.height, boxes.astype(np.float32), fmap.pool_boxes(boxes))
 
     def propose(self, image: Image.Image) -> np.ndarray:
-        """(N, 4) boxes, N <= max_proposals, in the proposers' order with near-duplicates (IoU > 0.9) merged."""
+        """(N, 4) boxes, N <= max_proposals: the whole image, then an equal share of each proposer's boxes (in its
+        own order, the detector's best first), then their leftovers; near-duplicates (IoU > 0.9) merged.
+
+        Shares matter: the SSD detector alone returns ~100 boxes on most photos, which would crowd out the windows
+        that cover objects no COCO class describes.
+        """
         width, height = image.size
-        parts = [np.asarray(p.propose(image), dtype=np.float64).reshape(-1, 4) for p in self.proposers]
-        parts.append(np.array([[0.0, 0.0, width, height]]))
-        boxes = np.clip(np.concatenate(parts, 0), 0, [width, height, width, height])
-        boxes = boxes[((boxes[:, 2] - boxes[:, 0]) >= 2) & ((boxes[:, 3] - boxes[:, 1]) >= 2)]
-        # Rank = position: earlier sources (the detector, best score first) win over later ones among duplicates.
-        keep = nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9)
-        keep = np.sort(keep)
-        if len(keep) > self.config.max_proposals:
-            # Always keep the whole-image box (last) so every photo can match a close-up of the object.
-            keep = np.concatenate([keep[: self.config.max_proposals - 1], keep[-1:]])
-        return boxes[keep]
+        sources = []
+        for proposer in self.proposers:
+            b = np.clip(np.asarray(proposer.propose(image), dtype=np.float64).reshape(-1, 4), 0, [width, height] * 2)
+            sources.append(b[((b[:, 2] - b[:, 0]) >= 2) & ((b[:, 3] - b[:, 1]) >= 2)])
+        share = -(-(self.config.max_proposals - 1) // len(sources))
+        whole = np.array([[0.0, 0.0, width, height]])
+        boxes = np.concatenate([whole] + [s[:share] for s in sources] + [s[share:] for s in sources], 0)
+        # Rank = position, so among near-duplicates the earlier one (whole image, then shares) is kept.
+        keep = np.sort(nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9))
+        return boxes[keep[: self.config.max_proposals]]
 
     # --- search -------------------------------------------------------------------------------------------
     def search(
