@@ -384,6 +384,7 @@ async function load() {
   engines.replaceChildren(...state.health.engines.map((e) => el("option", { value: e }, e)));
   $("#pick-library").disabled = !state.health.library;
   await refreshConcepts();
+  setStatus("");
   document.body.dataset.ready = "1";
 }
 
