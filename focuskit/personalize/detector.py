@@ -12,7 +12,7 @@ Two detectors behind one protocol:
 
 Default `tau`: 0.62 for the default encoder (MobileNetV2 s16+s32 with mirrored and zoomed-out views). On the sample
 set (`focuskit.personalize.samples`: 7 real positives, 20 real negatives across 3 concepts) the best cosine of the
-true concept ranged 0.65-0.98 on positives and stayed <= 0.60 on negatives; 0.62 sits in that gap (see
+true concept ranged 0.65-0.98 on positives and stayed <= 0.57 on negatives; 0.62 sits in that gap (see
 docs/personalize.md for the sweep). PeKit's 0.75 is for DINOv2 ViT-L features, whose cosines run higher: set `tau`
 per encoder.
 """
