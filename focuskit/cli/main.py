@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "focuskit.cli.train",
     "focuskit.cli.library", "focuskit.cli.serve",
     "focuskit.cli.synth", "focuskit.cli.grpo", "focuskit.cli.explain",
+    "focuskit.cli.concept", "focuskit.cli.personalize",
 ]
 
 for _module in COMMAND_MODULES:
