@@ -43,6 +43,7 @@ COMMAND_MODULES = [
     "focuskit.cli.library", "focuskit.cli.serve",
     "focuskit.cli.synth", "focuskit.cli.grpo", "focuskit.cli.explain",
     "focuskit.cli.concept", "focuskit.cli.personalize",
+    "focuskit.cli.demo",
 ]
 
 for _module in COMMAND_MODULES:

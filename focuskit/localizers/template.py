@@ -65,7 +65,7 @@ class TemplateLocalizer:
         self.config = config or TemplateConfig()
 
     def localize(self, supports: Sequence[Support], query_image: ImageRef) -> Prediction:
-        supports = validate_supports(supports, check_bounds=False)
+        supports = validate_supports(supports)
         query, qscale = _gray(query_image, self.config.work_size)
         qh, qw = query.shape
         best_score, best_box, tried = -np.inf, None, 0
