@@ -17,7 +17,7 @@ from focuskit.core.config import load_config
 from focuskit.core.episode import Support
 from focuskit.core.errors import BoxError, ConfigError, DatasetError, ImageError
 from focuskit.localizers import create_localizer
-from focuskit.localizers.matching import MatchingConfig, MatchingLocalizer, grid_boxes
+from focuskit.localizers.matching import DEFAULT_TAU, MatchingConfig, MatchingLocalizer, grid_boxes
 from focuskit.models.encoders import FeatureMap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,14 +52,14 @@ def _supports(table: dict[str, Box], names: list[str], root: Path = PHOTOS) -> l
 def test_finds_the_box_in_a_later_frame(engine: MatchingLocalizer) -> None:
     pred = engine.localize(_supports(BOX, ["box_f0000.jpg", "box_f0130.jpg"]), PHOTOS / "box_f0310.jpg")
     assert pred.box is not None and iou(pred.box, BOX["box_f0310.jpg"]) >= 0.6
-    assert pred.score >= engine.config.tau
+    assert pred.score >= engine.tau
     assert pred.meta["candidates"] > 0 and pred.meta["source"] in {"ssd", "similarity", "peaks"}
     assert pred.meta["support"] in (0, 1)
 
 
 def test_says_absent_when_the_object_is_not_there(engine: MatchingLocalizer) -> None:
     pred = engine.localize(_supports(CUP, ["cup_f0010.jpg", "cup_f0195.jpg"]), PHOTOS / "box_f0310.jpg")
-    assert pred.box is None and pred.score < engine.config.tau
+    assert pred.box is None and pred.score < engine.tau
 
 
 def test_tau_decides_between_box_and_absent(engine: MatchingLocalizer) -> None:
@@ -192,6 +192,13 @@ def test_shipped_config_is_the_defaults() -> None:
 def test_bad_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         create_localizer("matching", **options)
+
+
+def test_default_tau_follows_the_encoder() -> None:
+    """Cosine scales differ by network, so an unset tau takes the encoder's measured value; a given one wins."""
+    assert create_localizer("matching", encoder="efficientnet_lite0").tau == DEFAULT_TAU["efficientnet_lite0"]
+    assert create_localizer("matching", encoder="efficientnet_lite0", tau=0.3).tau == 0.3
+    assert DEFAULT_TAU["mobilenetv2"] != DEFAULT_TAU["efficientnet_lite0"]
 
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ from focuskit.models.proposals.similarity import find_peaks, regions_from_simila
 from focuskit.models.proposals.windows import boxes_around_points
 
 SOURCES = ("ssd", "similarity", "peaks", "windows")
+DEFAULT_TAU: dict[str, float] = {"mobilenetv2": 0.5, "efficientnet_lite0": 0.67}
+"""Absent thresholds measured on the built-in real-photo set with the default options (benchmarks/localize.py):
+each sits inside the gap between the highest absent-query and the lowest present-query score. Encoders not
+listed (dinov2, clip) get 0.5 until measured; set `tau` for them."""
 
 
 @dataclass
@@ -49,8 +53,9 @@ class MatchingConfig:
     """Extra keyword arguments for the encoder, e.g. {layer: s16} or {model: /path/to/dinov2} for hub encoders."""
     input_size: int = 448
     """Longer image side fed to the encoder, in pixels. Larger finds smaller objects and costs quadratically more."""
-    tau: float = 0.5
-    """Absent threshold on the best candidate's score; below it the answer is "not present"."""
+    tau: float | None = None
+    """Absent threshold on the best candidate's score; below it the answer is "not present". None: the value
+    measured for the encoder on the built-in real photos (`DEFAULT_TAU`), since cosine scales differ by network."""
     proposals: list[str] = field(default_factory=lambda: ["ssd"])
     """Candidate sources, any of: ssd, similarity, peaks, windows."""
     fallback_proposals: list[str] = field(default_factory=lambda: ["similarity", "peaks"])
@@ -86,7 +91,7 @@ class MatchingConfig:
             raise ConfigError(f"matching fallback_proposals must be a list of {list(SOURCES)}, got {unknown}")
         if self.input_size < 32:
             raise ConfigError(f"matching input_size must be >= 32 pixels, got {self.input_size}")
-        if not -1.0 <= self.tau <= 1.0:
+        if self.tau is not None and not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"matching tau must be in [-1, 1] (a cosine similarity), got {self.tau}")
         if not 0.0 <= self.layout_weight <= 1.0:
             raise ConfigError(f"matching layout_weight must be in [0, 1], got {self.layout_weight}")
@@ -151,6 +156,8 @@ class MatchingLocalizer:
         self.config = config or MatchingConfig()
         cfg = self.config
         self.encoder = encoder or create_encoder(cfg.encoder, input_size=cfg.input_size, **cfg.encoder_options)
+        self.tau = cfg.tau if cfg.tau is not None else DEFAULT_TAU.get(cfg.encoder, 0.5)
+        """The absent threshold in use (the config's, or the encoder's measured default)."""
         self._proposer: Proposer | None = None
         self._cache: OrderedDict[tuple[Any, ...], SupportView] = OrderedDict()
         self.cache_hits = 0
@@ -290,7 +297,7 @@ class MatchingLocalizer:
         cfg = self.config
         boxes, source = self.candidates(image, fm, sim, views, cfg.proposals)
         scores, best_view = self.score_boxes(fm, boxes, views)
-        fallback_below = cfg.tau if cfg.fallback_below is None else cfg.fallback_below
+        fallback_below = self.tau if cfg.fallback_below is None else cfg.fallback_below
         fell_back = bool(cfg.fallback_proposals) and (len(boxes) == 0 or float(scores.max()) < fallback_below)
         if fell_back:
             more, more_source = self.candidates(image, fm, sim, views, cfg.fallback_proposals)
@@ -303,11 +310,11 @@ class MatchingLocalizer:
         best = int(np.argmax(scores))
         score = float(scores[best])
         meta.update(source=SOURCES[int(source[best])], support=int(best_view[best]))
-        if score < self.config.tau:
+        if score < self.tau:
             return Prediction(None, score, meta=meta)
         extra: tuple[Box, ...] = ()
         if self.config.max_instances > 1:
-            above = np.flatnonzero(scores >= self.config.tau)
+            above = np.flatnonzero(scores >= self.tau)
             kept = above[nms(boxes[above], scores[above], 0.3)]
             extra = tuple(Box(*boxes[i]) for i in kept[1 : self.config.max_instances])
         return Prediction(Box(*boxes[best]), score, extra_boxes=extra, meta=meta)
