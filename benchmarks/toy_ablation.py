@@ -63,8 +63,13 @@ class Scale:
     grpo_lr: float
     eval_episodes: int
     batch_size: int = 8
-    objects: int = 3
+    objects: int = 2
+    """Same-shape objects per instance frame (target + look-alikes); chance level of picking the target is 1/objects."""
     image_size: int = 112
+    backgrounds: tuple[str, ...] = ("gradient",)
+    """Plain gradients: the tiny model has to learn to see objects from scratch, so clutter is left out of the toy."""
+    min_scale: float = 0.25
+    max_scale: float = 0.45
 
 
 FULL = Scale(
@@ -167,7 +172,7 @@ def job_grpo(
     config = GRPOConfig(
         model=start_model, data=[data], output_dir=out, group_size=4, batch_size=8, max_steps=scale.grpo_steps,
         learning_rate=scale.grpo_lr, lr_scheduler="constant_with_warmup", max_new_tokens=28, temperature=1.0,
-        beta=0.04, save_merged=True, progress_bar=False, seed=seed,
+        beta=0.04, save_merged=True, cache_encoded=True, progress_bar=False, seed=seed,
     )  # fmt: skip
     result = train_grpo(config)
     train_seconds = time.perf_counter() - start
@@ -196,7 +201,13 @@ def make_data(root: Path, scale: Scale, seed: int) -> dict[str, Path]:
     from focuskit.data.episodes_jsonl import load_episodes, write_episodes
     from focuskit.data.synth import SynthConfig, write_synth_dataset
 
-    common = {"shots": 4, "image_size": scale.image_size}
+    common = {
+        "shots": 4,
+        "image_size": scale.image_size,
+        "backgrounds": scale.backgrounds,
+        "min_scale": scale.min_scale,
+        "max_scale": scale.max_scale,
+    }
     pre = write_synth_dataset(
         SynthConfig(episodes=scale.pre_episodes, objects=1, seed=seed * 10 + 1, **common), root / "pre", progress=False
     )

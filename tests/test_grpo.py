@@ -210,24 +210,29 @@ def test_no_warning_when_rewards_vary(tiny_checkpoint: Path, episodes_file: Path
     assert trainer.monitor.warnings == []
 
 
-def test_a_step_raises_rewarded_answers_and_lowers_the_others(tiny_checkpoint: Path, episodes_file: Path) -> None:
-    """One update on fixed rollouts: answers with positive advantage gain log-probability, the others lose it."""
+def test_a_step_moves_probability_toward_rewarded_answers(tiny_checkpoint: Path, episodes_file: Path) -> None:
+    """One small update on fixed rollouts raises sum_i A_i * mean_t log p(answer_i): the GRPO objective."""
+    torch.manual_seed(0)
     trainer = _trainer(
-        tiny_checkpoint, episodes_file, learning_rate=1e-3, beta=0.0, lr_scheduler="constant", batch_size=8,
+        tiny_checkpoint, episodes_file, learning_rate=1e-4, beta=0.0, lr_scheduler="constant", batch_size=8,
         reward_funcs=[_first_token_parity], seed=0,
     )  # fmt: skip
     groups = trainer.rollout(trainer.episodes[:2])
-    assert all(float(g.rewards.std()) > 0 for g in groups), "the rollouts must differ in reward for this test"
-    with torch.no_grad():
-        before = [(trainer.group_logps(g) * g.completion_mask).sum(dim=1) for g in groups]
+    assert any(float(g.rewards.std()) > 0 for g in groups), "the rollouts must differ in reward for this test"
+
+    def objective() -> float:
+        total = 0.0
+        with torch.no_grad():
+            for g in groups:
+                mask = g.completion_mask.float()
+                per_answer = (trainer.group_logps(g) * mask).sum(dim=1) / mask.sum(dim=1)
+                total += float((group_advantages(g.rewards, 4) * per_answer).sum())
+        return total
+
+    before = objective()
     trainer.rollout = lambda episodes: groups  # type: ignore[method-assign]
     trainer.step(1)
-    with torch.no_grad():
-        after = [(trainer.group_logps(g) * g.completion_mask).sum(dim=1) for g in groups]
-    for g, b, a in zip(groups, before, after, strict=True):
-        adv = group_advantages(g.rewards, 4)
-        assert torch.all((a - b)[adv > 0] > 0)
-        assert torch.all((a - b)[adv < 0] < 0)
+    assert objective() > before
 
 
 def test_train_grpo_end_to_end(tiny_checkpoint: Path, episodes_file: Path, tmp_path: Path) -> None:

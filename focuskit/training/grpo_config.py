@@ -88,6 +88,9 @@ class GRPOConfig:
     top_k: int = 0
     """0 disables top-k filtering."""
     max_new_tokens: int = 48
+    cache_encoded: bool = False
+    """Keep each episode's encoded prompt (token ids and pixel values) in RAM after first use: for small datasets
+    sampled many times (tiny runs). Off for real datasets, whose pixel values would not fit."""
     max_prompt_length: int = 8192
     """Episodes whose prompt (text + visual tokens) is longer are refused before training, never truncated:
     cutting a multi-image prompt would cut images."""

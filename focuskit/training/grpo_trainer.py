@@ -250,19 +250,21 @@ class GRPOTrainer:
             num_training_steps=total,
         )
         self.log_history: list[dict[str, float]] = []
-        self._cache: dict[str, tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]] = {}
+        self._cache: dict[int, tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]] = {}
 
     # --- data -------------------------------------------------------------------------------------------------------
     def _encoded(self, episode: Episode) -> tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]:
-        """Prompt inputs and the target answer of an episode, encoded once (prompts do not change during training)."""
-        key = episode.id
-        if key not in self._cache:
-            enc = encode_episode(
-                self.processor, episode, with_answer=False, prompt=self.bundle.prompt, family=self.bundle.family
-            )
-            answer, size, rsize = episode_answer(episode, self.bundle.family, self.bundle.prompt, self.processor)
+        """Prompt inputs and the target answer of an episode (kept for reuse with `config.cache_encoded`)."""
+        key = id(episode)  # the trainer's episode list keeps every episode alive, so identities are stable
+        if key in self._cache:
+            return self._cache[key]
+        enc = encode_episode(
+            self.processor, episode, with_answer=False, prompt=self.bundle.prompt, family=self.bundle.family
+        )
+        answer, size, rsize = episode_answer(episode, self.bundle.family, self.bundle.prompt, self.processor)
+        if self.config.cache_encoded:
             self._cache[key] = (enc, answer, size, rsize)
-        return self._cache[key]
+        return enc, answer, size, rsize
 
     def _sample_episodes(self) -> list[Episode]:
         idx = self.rng.choice(len(self.episodes), size=self.config.episodes_per_step, replace=False)
