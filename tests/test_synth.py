@@ -151,3 +151,20 @@ def test_instance_appearance_identifies_the_target() -> None:
 def test_config_validation(kwargs: dict, expectation: AbstractContextManager) -> None:
     with expectation:
         SynthConfig(**kwargs)
+
+
+def test_cli_writes_episodes_and_refuses_bad_values(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from focuskit.cli.main import app
+
+    runner = CliRunner()
+    args = ["data", "synth", "--out", str(tmp_path / "s"), "--episodes", "3", "--shots", "2", "--quiet"]
+    result = runner.invoke(app, [*args, "--absent-rate", "0.5", "--objects", "2", "--image-size", "64"])
+    assert result.exit_code == 0, result.output
+    episodes = load_episodes(tmp_path / "s" / "episodes.jsonl")
+    assert len(episodes) == 3 and all(ep.k == 2 for ep in episodes)
+    assert Image.open(episodes[0].query_image).size == (64, 64)
+    bad = runner.invoke(app, [*args, "--absent-rate", "2"])
+    assert bad.exit_code == 2
+    assert "focuskit: error: absent_rate must be in [0, 1], got 2.0" in bad.output
