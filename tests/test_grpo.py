@@ -284,3 +284,29 @@ def test_lora_settings_are_required_for_the_reference(tiny_checkpoint: Path, epi
     with pytest.raises(ModelError, match="LoRA-wrapped"):
         GRPOTrainer(bundle, config, load_episodes(episodes_file))
     assert LoraSettings().r == 8
+
+
+def test_start_from_an_sft_adapter_merges_it_into_the_reference(
+    tiny_checkpoint: Path, episodes_file: Path, tmp_path: Path
+) -> None:
+    """An SFT LoRA adapter is merged first, so "adapter disabled" is the SFT model, and saved as the GRPO base."""
+    sft = load_vlm(tiny_checkpoint, dtype="float32")
+    sft.model = apply_lora(sft.model, LoraSettings())
+    with torch.no_grad():
+        for name, p in sft.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained adapter: the SFT model differs from its base
+    sft.model.peft_config["default"].base_model_name_or_path = str(tiny_checkpoint)
+    sft.save(tmp_path / "sft_adapter")
+
+    config = GRPOConfig(
+        model=str(tmp_path / "sft_adapter"), data=[str(episodes_file)], output_dir=str(tmp_path / "run"),
+        batch_size=4, max_steps=1, max_new_tokens=2, progress_bar=False,
+    )  # fmt: skip
+    result = train_grpo(config)
+    assert result.reference_diff == 0.0
+    reference = tmp_path / "run" / "reference"
+    assert (reference / "config.json").is_file()
+    adapter_cfg = json.loads((result.final_model / "adapter_config.json").read_text())
+    assert Path(adapter_cfg["base_model_name_or_path"]) == reference.resolve()
+    assert load_vlm(result.final_model, dtype="float32").family == "qwen2_vl"
