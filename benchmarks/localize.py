@@ -71,17 +71,21 @@ def cached_latency(localizer: Localizer, episodes: list[Episode], repeats: int) 
     queries = [e.query_image for e in episodes if load_image(e.query_image).size == (640, 480)]
     supports = ep.supports[:4]
     localizer.localize(supports, ep.query_image)  # warm-up: loads models, embeds and caches the supports
-    seconds = []
+    seconds, cpu = [], []
     for i in range(repeats):
         query = load_image(queries[i % len(queries)])
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         localizer.localize(supports, query)
         seconds.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     return {
         "queries": repeats,
         "median_s": round(statistics.median(seconds), 4),
         "mean_s": round(statistics.fmean(seconds), 4),
         "min_s": round(min(seconds), 4),
+        # CPU seconds of this process: with --threads 1 this is close to the wall time on an otherwise idle machine,
+        # so it is the figure to read when other jobs share the CPUs.
+        "median_cpu_s": round(statistics.median(cpu), 4),
     }
 
 
@@ -114,7 +118,8 @@ def main() -> None:
     results["miou_ratio_matching_over_template"] = ratios
     results["goals"] = {
         "miou_ratio_at_least_1.5": all(r is not None and r >= 1.5 for r in ratios.values()),
-        "matching_cached_latency_at_most_0.25s": m["cached_640x480_k4"]["median_s"] <= 0.25,
+        "matching_cached_latency_at_most_0.25s_wall": m["cached_640x480_k4"]["median_s"] <= 0.25,
+        "matching_cached_latency_at_most_0.25s_cpu": m["cached_640x480_k4"]["median_cpu_s"] <= 0.25,
     }
     results["environment"] = {
         "episodes": len(episodes),
@@ -142,7 +147,10 @@ def main() -> None:
     print("mIoU matching / template: " + ", ".join(f"k={k}: {v}x" for k, v in ratios.items()))
     for name in ENGINES:
         c = results["engines"][name]["cached_640x480_k4"]
-        print(f"{name}: 640x480 query, 4 cached supports: median {c['median_s']:.3f} s (min {c['min_s']:.3f} s)")
+        print(
+            f"{name}: 640x480 query, 4 cached supports: median {c['median_s']:.3f} s wall (min {c['min_s']:.3f} s), "
+            f"{c['median_cpu_s']:.3f} s CPU"
+        )
     atomic_write_json(args.out, results)
     print(f"results: {args.out}")
 
