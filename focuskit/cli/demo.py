@@ -44,7 +44,7 @@ def annotate_episode(episode: Episode, pred: Prediction) -> Image.Image:
     colors: list[tuple[int, int, int]] = []
     if episode.query_box is not None:
         boxes.append(episode.query_box)
-        labels.append("truth")
+        labels.append("")  # unlabelled: its label would sit on the found box's when the two agree
         colors.append(TRUTH_COLOR)
     if pred.box is not None:
         boxes.append(pred.box)
