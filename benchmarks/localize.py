@@ -24,11 +24,11 @@ import cv2
 import torch
 from tqdm.auto import tqdm
 
-from focuskit.cli.demo import realphotos_episodes
 from focuskit.core.episode import Episode
 from focuskit.core.image import load_image
 from focuskit.core.io import atomic_write_json
 from focuskit.data.episodes_jsonl import load_episodes
+from focuskit.data.realphotos import realphotos_episodes
 from focuskit.eval.metrics import summarize
 from focuskit.localizers import Localizer, create_localizer
 

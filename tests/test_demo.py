@@ -8,11 +8,12 @@ from pathlib import Path
 from PIL import Image
 from typer.testing import CliRunner
 
-from focuskit.cli.demo import annotate_episode, realphotos_episodes
+from focuskit.cli.demo import annotate_episode
 from focuskit.cli.main import app
 from focuskit.core.box import Box
 from focuskit.core.episode import Prediction
 from focuskit.data.episodes_jsonl import load_episodes
+from focuskit.data.realphotos import realphotos_episodes
 
 runner = CliRunner()
 

