@@ -85,6 +85,19 @@ def test_add_list_and_reopen(tmp_path: Path) -> None:
     assert finds_itself(again, "bruno") and finds_itself(again, "mug")
 
 
+def test_view_embeddings_are_the_stored_vectors_of_one_concept(tmp_path: Path) -> None:
+    mem = new_memory(tmp_path / "mem")
+    mem.add("bruno", [photo(0), photo(1)], boxes=[Box(20, 16, 60, 48), Box(10, 10, 50, 40)])
+    mem.add("mug", [photo(2)], boxes=[Box(0, 0, 40, 30)])
+    emb, tag = mem.view_embeddings("bruno")
+    assert emb.shape == (2, 96) and tag == "mobilenetv2-random"
+    view = mem.views("mug")[0]
+    again = mem.encoder.encode(view.image).pool_boxes(view.box.to_array()[None])[0]
+    assert float(mem.view_embeddings("mug")[0][0] @ again) > 0.999
+    with pytest.raises(MemoryStoreError, match="no concept 'cat'"):
+        mem.view_embeddings("cat")
+
+
 def test_views_are_downscaled_with_their_boxes_and_keep_thumbnails(tmp_path: Path) -> None:
     mem = new_memory(tmp_path / "mem", MemoryConfig(view_max_side=48, augment=AugmentConfig(False, [])))
     mem.add("wide", [photo(3, (192, 128))], boxes=[Box(40, 32, 120, 96)])

@@ -466,24 +466,14 @@ def _sha1(path: Path) -> str | None:
 
 
 def concept_view_embeddings(memory: Any, name: str) -> tuple[np.ndarray, str]:
-    """(V, C) unit embeddings of a concept's reference views (with their mirrored / zoomed variants) and the tag of
-    the encoder that made them.
+    """(V, C) unit embeddings of a concept's reference views and the tag of the encoder that made them.
 
-    An adapter: `ConceptMemory` has no public accessor for one concept's vectors yet, so they are read with its own
-    query helper (one SELECT, under its lock); anything with `view_embeddings(name) -> (array, tag)` works too.
+    Takes anything with `view_embeddings(name) -> (array, tag)` (`ConceptMemory` does), so the library can be
+    searched against other memories too.
     """
-    if hasattr(memory, "view_embeddings"):
-        emb, tag = memory.view_embeddings(name)
-    elif hasattr(memory, "_query") and hasattr(memory, "encoder_name"):
-        memory.get(name)  # unknown name -> MemoryStoreError listing the known ones
-        rows = memory._query(
-            "SELECT x.embedding FROM vectors x JOIN concepts c ON c.id = x.concept_id WHERE c.name = ? ORDER BY x.id",
-            (name.strip(),),
-        )
-        tag = memory.encoder_name
-        emb = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.zeros((0, 1))
-    else:
-        raise TypeError(f"{type(memory).__name__} is not a concept memory (no view embeddings)")
+    if not hasattr(memory, "view_embeddings"):
+        raise TypeError(f"{type(memory).__name__} is not a concept memory (no view_embeddings)")
+    emb, tag = memory.view_embeddings(name)
     emb = np.asarray(emb, dtype=np.float32).reshape(len(emb), -1)
     if len(emb) == 0:
         raise MemoryStoreError(f"concept {name!r} has no reference views to search with")

@@ -722,6 +722,23 @@ class ConceptMemory:
             )
         return out
 
+    def view_embeddings(self, name: str) -> tuple[np.ndarray, str]:
+        """(V, C) stored embeddings of one concept (views and their mirrored/zoomed variants) and the encoder tag.
+
+        For consumers that match against features computed elsewhere (the photo library's stored proposals), so
+        they never reach into the database.
+        """
+        if name.strip() not in self:
+            raise MemoryStoreError(self._unknown(name))
+        rows = self._query(
+            "SELECT x.id, x.embedding FROM vectors x JOIN concepts c ON c.id = x.concept_id WHERE c.name = ? "
+            "ORDER BY x.id",
+            (name.strip(),),
+        )
+        dim = self.dim or 0
+        emb = np.stack([self._vector(blob, vid) for vid, blob in rows]) if rows else np.zeros((0, dim), np.float32)
+        return emb, str(self.encoder_name)
+
     def supports(self, name: str) -> list[Support]:
         """The concept's views as localizer supports (image + box), for in-context engines."""
         return [Support(v.image, v.box) for v in self.views(name)]
