@@ -16,6 +16,7 @@ from focuskit.core.errors import (
     ModelError,
 )
 from focuskit.core.image import load_image
+from focuskit.localizers.base import Localizer, create_localizer
 
 __version__ = "0.1.0"
 
@@ -29,12 +30,14 @@ __all__ = [
     "Episode",
     "FocusError",
     "ImageError",
+    "Localizer",
     "ModelError",
     "Prediction",
     "Support",
     "__version__",
     "box_giou_batch",
     "box_iou_batch",
+    "create_localizer",
     "iou",
     "load_image",
 ]
