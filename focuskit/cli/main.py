@@ -40,9 +40,13 @@ COMMAND_MODULES = [
     "focuskit.cli.vlm",
     "focuskit.cli.data",
     "focuskit.cli.train",
-    "focuskit.cli.library", "focuskit.cli.serve",
-    "focuskit.cli.synth", "focuskit.cli.grpo", "focuskit.cli.explain",
-    "focuskit.cli.concept", "focuskit.cli.personalize",
+    "focuskit.cli.library",
+    "focuskit.cli.serve",
+    "focuskit.cli.synth",
+    "focuskit.cli.grpo",
+    "focuskit.cli.explain",
+    "focuskit.cli.concept",
+    "focuskit.cli.personalize",
     "focuskit.cli.demo",
 ]
 
