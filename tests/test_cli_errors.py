@@ -79,3 +79,14 @@ def test_eval_malformed_line(tmp_path: Path, imgs: dict[str, Path]) -> None:
 def test_eval_bad_shots(tmp_path: Path, shots: str) -> None:
     code, err = _run(["eval", "--episodes", str(tmp_path / "x.jsonl"), "--shots", shots])
     assert code == 2 and "shots" in err
+
+
+def test_draw_with_unknown_extension_fails_before_any_work(imgs: dict[str, Path], tmp_path: Path) -> None:
+    code, err = _run(["localize", "--query", str(imgs["q"]), "--support", str(imgs["a"]), "--box", "1,1,9,9",
+                      "--engine", "template", "--draw", str(tmp_path / "out.xyz")])  # fmt: skip
+    assert code == 2 and "unknown image extension '.xyz'" in err
+
+
+def test_eval_limit_must_be_positive(tmp_path: Path) -> None:
+    code, err = _run(["eval", "--episodes", str(tmp_path / "x.jsonl"), "--limit", "-1"])
+    assert code == 2 and "--limit" in err

@@ -61,3 +61,8 @@ def test_errors_name_the_key_and_file(tmp_path: Path, text: str, message: str) -
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(Outer, "/nonexistent/c.yaml")
+
+
+def test_override_that_is_not_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"override 'shots=\[1, 2': the value is not valid YAML"):
+        load_config(Outer, None, ["shots=[1, 2"])

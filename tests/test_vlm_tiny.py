@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from focuskit.cli.main import app
-from focuskit.core.errors import ConfigError
+from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.vlms import VLMBundle, build_tiny_vlm, load_tiny_config, load_vlm
 from focuskit.models.vlms.tiny import SPECIAL_TOKENS, TinyVLMConfig
 
@@ -89,6 +89,15 @@ def test_seed_makes_weights_reproducible() -> None:
     name = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(a[name], b[name])
     assert not torch.equal(a[name], c[name])
+
+
+def test_save_refuses_to_replace_a_folder_that_is_not_a_checkpoint(tiny: VLMBundle, tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "other_model.bin").write_bytes(b"user data")
+    with pytest.raises(ModelError, match="refusing to replace"):
+        tiny.save(folder)
+    assert (folder / "other_model.bin").read_bytes() == b"user data"
 
 
 def test_save_and_load_like_a_hub_checkpoint(tiny: VLMBundle, tmp_path: Path) -> None:

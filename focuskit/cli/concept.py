@@ -109,7 +109,7 @@ def add(
     color_name = COLOR_NAMES[color % len(COLOR_NAMES)]
     typer.echo(f"{verb} {report.name!r}: {len(report.used)} view(s), {report.vectors} vectors, color {color_name}")
     if show is not None:
-        from focuskit.core.image import load_image
+        from focuskit.core.image import load_image, save_image
         from focuskit.viz.draw import draw_boxes
 
         show.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def add(
             assert v.box is not None
             out = draw_boxes(img, [v.box], [f"{report.name} ({label})"], [PALETTE[color % len(PALETTE)]])
             path = show / f"{Path(v.source).stem}_view{v.index + 1}.png"
-            out.save(path)
+            save_image(out, path, what="view drawing")
             typer.echo(f"drawn: {path}")
 
 
@@ -158,6 +158,7 @@ def show_cmd(
     out: Annotated[Path, typer.Option(help="Folder to write the stored views (with boxes) into")],
 ) -> None:
     """Write a concept's stored views, with the box of each, as PNGs."""
+    from focuskit.core.image import save_image
     from focuskit.memory.store import open_memory
     from focuskit.viz.draw import PALETTE, draw_boxes
 
@@ -167,7 +168,7 @@ def show_cmd(
     out.mkdir(parents=True, exist_ok=True)
     for i, v in enumerate(views):
         path = out / f"{i + 1:02d}.png"
-        draw_boxes(v.image, [v.box], [v.how], [color]).save(path)
+        save_image(draw_boxes(v.image, [v.box], [v.how], [color]), path, what="view drawing")
         typer.echo(f"{path}  ({v.source}, {v.how})")
 
 

@@ -13,7 +13,7 @@ from rich.table import Table
 from focuskit.core.box import parse_box_arg
 from focuskit.core.episode import Support, validate_supports
 from focuskit.core.errors import ConfigError
-from focuskit.core.image import load_image
+from focuskit.core.image import image_format_for, load_image, save_image
 from focuskit.core.io import atomic_write_json
 
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="matching | template | vlm")]
@@ -61,6 +61,8 @@ def localize(
         raise ConfigError("no supports given: pass at least one --support IMG --box x1,y1,x2,y2 (k >= 1)")
     if len(support) != len(box):
         raise ConfigError(f"got {len(support)} --support and {len(box)} --box: give exactly one box per support")
+    if draw is not None:
+        image_format_for(draw, what="drawing")
     supports = validate_supports([Support(p, parse_box_arg(b)) for p, b in zip(support, box, strict=True)])
     query_image = load_image(query, what="query image")
     localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
@@ -85,8 +87,7 @@ def localize(
 
         boxes = [pred.box] if pred.box is not None else []
         out = draw_boxes(query_image, boxes, [f"{pred.score:.2f}"] * len(boxes), [(230, 25, 75)] * len(boxes))
-        draw.parent.mkdir(parents=True, exist_ok=True)
-        out.save(draw)
+        save_image(out, draw, what="drawing")
         if not as_json:
             typer.echo(f"drawn: {draw}")
 
@@ -99,7 +100,7 @@ def evaluate_cmd(
     encoder: EncoderOpt = None,
     tau: TauOpt = None,
     config: ConfigOpt = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N episodes")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N episodes")] = None,
     out: Annotated[Path | None, typer.Option(help="Write per-episode records and the summary as JSON")] = None,
 ) -> None:
     """mIoU per k (strict: a miss or a wrong 'absent' scores 0), rejection rates, and throughput."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from focuskit.core.errors import ConfigError
+from focuskit.core.image import save_image
 
 if TYPE_CHECKING:
     from focuskit.backends.base import VLMBackend
@@ -79,8 +80,11 @@ def detect(
                 if result.output is not None:
                     typer.echo(f"annotated video: {result.output} ({len(result.frames)} frames)")
             return
-        from focuskit.core.image import load_image
+        from focuskit.core.image import image_format_for, load_image
         from focuskit.personalize.prompting import annotate, assign_colors
+
+        if draw is not None:
+            image_format_for(draw, what="drawing")
 
         image = load_image(input)
         dets = detector.detect(image)
@@ -94,8 +98,7 @@ def detect(
                 typer.echo(f"{name}: box {coords} score {score:.3f}")
         if draw is not None:
             colors = assign_colors(mem, list(dets.names))
-            draw.parent.mkdir(parents=True, exist_ok=True)
-            annotate(image, dets, colors, template=cfg.prompt).save(draw)
+            save_image(annotate(image, dets, colors, template=cfg.prompt), draw, what="drawing")
             if not as_json:
                 typer.echo(f"drawn: {draw}")
 
@@ -161,8 +164,7 @@ def ask(
         else:
             ans = ask_image(input, question, mem, vlm, detector=detector, template=cfg.prompt, options=options)
             if draw is not None:
-                draw.parent.mkdir(parents=True, exist_ok=True)
-                ans.annotated_image.save(draw)
+                save_image(ans.annotated_image, draw, what="drawing")
             payload = {"answer": ans.text, "prompt": ans.prompt, "detections": ans.detections.to_json()}
     if as_json:
         typer.echo(json.dumps(payload))
@@ -175,7 +177,9 @@ def ask(
 def eval_recognition(
     dataset: Annotated[Path, typer.Option(help="Concept dataset root")],
     memory: MemoryOpt,
-    format: Annotated[str, typer.Option(help="concepts (generic folders) | myvlm | yollava | this-is-my")] = "concepts",
+    format: Annotated[
+        str, typer.Option(help="concept-folders | myvlm | yollava | thisismy | perseg")
+    ] = "concept-folders",
     multi: Annotated[
         Path | None, typer.Option(help="Multi-concept file (default: DATASET/multi.json if present)")
     ] = None,
@@ -235,18 +239,18 @@ def eval_recognition(
         typer.echo(f"results: {out}")
 
 
-def _read_dataset(root: Path, fmt: str) -> Any:
-    from focuskit.data import concepts as readers
+_FORMAT_ALIASES = {"concepts": "concept-folders", "this-is-my": "thisismy"}
 
-    table = {
-        "concepts": readers.read_concept_folders,
-        "myvlm": readers.read_myvlm,
-        "yollava": readers.read_yollava,
-        "this-is-my": readers.read_this_is_my,
-    }
-    if fmt not in table:
-        raise ConfigError(f"--format must be one of {', '.join(table)}, got {fmt!r}")
-    return table[fmt](root)
+
+def _read_dataset(root: Path, fmt: str) -> Any:
+    """Any concept-kind format of the dataset registry (the names `focuskit data formats` lists), plus old aliases."""
+    from focuskit.data.registry import FORMATS, get_format
+
+    name = _FORMAT_ALIASES.get(fmt, fmt)
+    concept_formats = sorted(n for n, f in FORMATS.items() if f.kind == "concepts")
+    if name not in concept_formats:
+        raise ConfigError(f"--format must be a concept dataset format ({', '.join(concept_formats)}), got {fmt!r}")
+    return get_format(name).open(root)
 
 
 def _print_metrics(m: Any, name: str) -> None:

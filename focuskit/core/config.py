@@ -143,7 +143,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if "=" not in item:
             raise ConfigError(f"override must be key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem or exc})") from None
+        _set_dotted(data, key.strip(), value)
     return from_dict(cls, data, where=where)
 
 

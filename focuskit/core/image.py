@@ -100,7 +100,33 @@ def image_size(source: ImageInput) -> tuple[int, int]:
             with Image.open(path) as img:
                 orientation = img.getexif().get(0x0112, 1)
                 w, h = img.size
-        except (UnidentifiedImageError, OSError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageError(f"cannot decode image {path}: {exc}") from None
         return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     return load_image(source).size
+
+
+def image_format_for(path: str | Path, *, what: str = "image") -> str:
+    """Pillow's format name for an output path's extension; call it before long work so a typo fails early."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"cannot write {what} {path}: unknown image extension {path.suffix!r} (use .png or .jpg)")
+    return fmt
+
+
+def save_image(image: Image.Image, path: str | Path, *, what: str = "image") -> Path:
+    """Write `image` atomically to `path`, its format taken from the extension.
+
+    An unknown extension or an unwritable place is an `ImageError` naming the path, checked before any work is lost.
+    """
+    from focuskit.core.io import atomic_open
+
+    path = Path(path)
+    fmt = image_format_for(path, what=what)
+    try:
+        with atomic_open(path, "wb") as fh:
+            image.save(fh, format=fmt)
+    except (OSError, ValueError) as exc:
+        raise ImageError(f"cannot write {what} {path}: {exc}") from None
+    return path

@@ -72,6 +72,11 @@ class VLMBundle:
         interrupted save never leaves a half-written checkpoint under the real name.
         """
         directory = Path(directory)
+        if directory.exists() and not _is_replaceable_checkpoint(directory):
+            raise ModelError(
+                f"refusing to replace {directory}: it is not empty and holds no checkpoint (no config.json or "
+                "adapter_config.json); choose a new or empty directory"
+            )
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
@@ -90,6 +95,15 @@ class VLMBundle:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return directory
+
+
+def _is_replaceable_checkpoint(directory: Path) -> bool:
+    """Only an empty directory or a previous checkpoint may be replaced: never a folder of the user's other files."""
+    if not directory.is_dir():
+        return False
+    return not any(directory.iterdir()) or any(
+        (directory / name).is_file() for name in ("config.json", "adapter_config.json")
+    )
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
