@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from focuskit.core import io as io_module
 from focuskit.core.io import atomic_open, atomic_write_json, atomic_write_text
 
 
@@ -25,6 +26,7 @@ def test_creates_parent(tmp_path: Path) -> None:
 
 def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: Path) -> None:
     old = os.umask(0o022)
+    io_module._umask.cache_clear()  # the umask is read once per process; this test sets its own
     try:
         atomic_write_text(tmp_path / "new.txt", "x")
         assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
@@ -33,3 +35,4 @@ def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path: P
         assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+        io_module._umask.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -11,13 +12,19 @@ from pathlib import Path
 from typing import IO, Any
 
 
+@functools.cache
+def _umask() -> int:
+    """Read once: reading the umask means setting it, which must not race with other threads creating files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _target_mode(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o777
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
