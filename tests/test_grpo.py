@@ -246,7 +246,7 @@ def test_train_grpo_end_to_end(tiny_checkpoint: Path, episodes_file: Path, tmp_p
     assert result.reference_diff == 0.0
     lines = [json.loads(x) for x in (out / METRICS_FILE).read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
-    for key in ("reward", "reward_std_within", "format_rate", "iou", "kl", "parse_rate"):
+    for key in ("reward", "reward_std_within", "format_rate", "iou", "kl", "parse_rate", "box_area_ratio"):
         assert key in lines[0]
     # A random model writes no boxes: both diagnostics warn, and the run says so instead of failing silently.
     assert len(result.warnings) == 2
@@ -310,3 +310,14 @@ def test_start_from_an_sft_adapter_merges_it_into_the_reference(
     adapter_cfg = json.loads((result.final_model / "adapter_config.json").read_text())
     assert Path(adapter_cfg["base_model_name_or_path"]) == reference.resolve()
     assert load_vlm(result.final_model, dtype="float32").family == "qwen2_vl"
+
+
+def test_box_area_ratio_reports_hedging(tiny_checkpoint: Path, episodes_file: Path) -> None:
+    from focuskit.training.grpo_trainer import Group
+
+    trainer = _trainer(tiny_checkpoint, episodes_file)
+    truth = "<|box_start|>(100,100),(300,300)<|box_end|>"
+    texts = [truth, "<|box_start|>(0,0),(400,400)<|box_end|>", "not a box"]
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    group = Group(trainer.episodes[0], None, truth, (56, 56), (56, 56), ids, ids.bool(), texts)  # type: ignore[arg-type]
+    assert trainer._area_ratios(group) == pytest.approx([1.0, 4.0], rel=0.05)

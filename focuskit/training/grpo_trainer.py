@@ -14,7 +14,8 @@ use, and the rest of GRPO is small:
    (`with model.disable_adapter():`), so no second copy of the weights exists.
 
 Every step logs the mean reward, the within-group reward std (warning when it stays ~0: all answers in a group score
-the same, advantages are 0, and nothing is learned), the format-valid rate, mean IoU and KL.
+the same, advantages are 0, and nothing is learned), the format-valid rate, mean IoU, KL, and the median ratio of
+answer to target box area (IoU rewards hedging with larger boxes; the toy ablation shows it happening).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from focuskit.core.errors import ModelError
 from focuskit.models.vlms.encoding import EncodedEpisode, collate_encoded, encode_episode, episode_answer
 from focuskit.models.vlms.factory import VLMBundle
 from focuskit.models.vlms.families import family_spec
+from focuskit.models.vlms.parsing import parse_box
 from focuskit.training.grpo_config import GRPOConfig
 from focuskit.training.rewards import format_reward, iou_reward, parsed_ok
 
@@ -125,6 +127,9 @@ class Group:
     """Per reward function name, the G unweighted rewards."""
     old_logps: torch.Tensor | None = None
     ref_logps: torch.Tensor | None = None
+    area_ratios: list[float] = field(default_factory=list)
+    """For answers that are boxes (target present): answer area / target area. IoU rewards hedging with larger
+    boxes when the model is unsure; a ratio drifting well above 1 shows it."""
     image_features: tuple[torch.Tensor, ...] | None = None
     """The prompt's per-image vision-tower outputs, computed once and shared by the G answers and all passes."""
 
@@ -341,6 +346,18 @@ class GRPOTrainer:
                 g.parts[getattr(func, "__name__", "reward")] = [float(v) for v in values]
                 total += weight * torch.tensor(values, dtype=torch.float32)
             g.rewards = total
+            g.area_ratios = self._area_ratios(g)
+
+    def _area_ratios(self, g: Group) -> list[float]:
+        truth = parse_box(g.solution, self.bundle.family, g.image_size, g.resized_size).box
+        if truth is None or truth.area <= 0:
+            return []
+        ratios = []
+        for text in g.texts:
+            box = parse_box(text, self.bundle.family, g.image_size, g.resized_size).box
+            if box is not None:
+                ratios.append(box.area / truth.area)
+        return ratios
 
     # --- log-probs --------------------------------------------------------------------------------------------------
     def group_logps(self, group: Group) -> torch.Tensor:
@@ -466,6 +483,8 @@ class GRPOTrainer:
         }
         for name in {n for g in groups for n in g.parts}:
             values[f"rewards/{name}"] = float(np.mean([np.mean(g.parts[name]) for g in groups if name in g.parts]))
+        ratios = [r for g in groups for r in g.area_ratios]
+        values["box_area_ratio"] = float(np.median(ratios)) if ratios else float("nan")
         format_rate = values.get("rewards/format_reward")
         if "rewards/iou_reward" in values:
             values["iou"] = values["rewards/iou_reward"]
