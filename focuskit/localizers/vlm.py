@@ -28,6 +28,7 @@ from focuskit.models.vlms.factory import VLMBundle, load_vlm
 from focuskit.models.vlms.families import family_spec
 from focuskit.models.vlms.parsing import parse_box
 from focuskit.models.vlms.prompts import BuiltPrompt, build_prompt, processor_image_kwargs
+from focuskit.models.vlms.sampling import check_sampling
 
 PREFIX_CACHE_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 """Families whose prefix reuse is verified against from-scratch generation (tests/test_vlm_localizer.py)."""
@@ -62,14 +63,9 @@ class VLMLocalizerConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
+        check_sampling(
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens
+        )
 
 
 @dataclass(frozen=True)

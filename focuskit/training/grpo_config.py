@@ -16,6 +16,7 @@ from typing import Literal
 from focuskit.core.errors import ConfigError
 from focuskit.models.vlms.factory import LoraSettings
 from focuskit.models.vlms.prompts import PromptConfig
+from focuskit.models.vlms.sampling import check_sampling
 
 
 @dataclass
@@ -148,14 +149,9 @@ class GRPOConfig:
             )
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"shots must be >= 1 or null, got {self.shots}")
-        if self.temperature <= 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        check_sampling(
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens
+        )
         if self.max_prompt_length < 16:
             raise ConfigError(f"max_prompt_length must be >= 16 tokens, got {self.max_prompt_length}")
         if not 0 < self.epsilon < 1:
