@@ -160,6 +160,10 @@ def build_tiny_tokenizer(vocab_size: int = 512, extra_tokens: list[str] | None =
         extra_special_tokens=SPECIAL_TOKENS + list(extra_tokens or []),
         model_max_length=32768,
     )
+    # As in the real Qwen2-VL instruct tokenizers: turns end with <|im_end|>, padding is <|endoftext|>. Without it the
+    # HF Trainer "aligns" the model's eos to the pad token when it saves a checkpoint.
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
     tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
     return tokenizer
 
