@@ -148,6 +148,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem or exc})") from None
         _set_dotted(data, key.strip(), value)
+    if overrides:
+        where = f"{where} + overrides {' '.join(overrides)}"
     return from_dict(cls, data, where=where)
 
 
