@@ -321,3 +321,28 @@ def test_box_area_ratio_reports_hedging(tiny_checkpoint: Path, episodes_file: Pa
     ids = torch.zeros(3, 1, dtype=torch.long)
     group = Group(trainer.episodes[0], None, truth, (56, 56), (56, 56), ids, ids.bool(), texts)  # type: ignore[arg-type]
     assert trainer._area_ratios(group) == pytest.approx([1.0, 4.0], rel=0.05)
+
+
+def test_two_steps_through_an_explicit_accelerator(tiny_checkpoint: Path, episodes_file: Path) -> None:
+    """The `accelerate launch` path on one CPU process: prepare, accumulate two groups per step, clip, step."""
+    from accelerate import Accelerator
+
+    config = GRPOConfig(
+        model=str(tiny_checkpoint), data=[str(episodes_file)], batch_size=8, group_size=4, max_new_tokens=4,
+        max_steps=2, progress_bar=False, learning_rate=1e-3, seed=3,
+    )  # fmt: skip
+    accelerator = Accelerator(
+        cpu=True, gradient_accumulation_steps=config.episodes_per_step, step_scheduler_with_optimizer=False
+    )
+    bundle = load_vlm(tiny_checkpoint, dtype="float32")
+    bundle.model = apply_lora(bundle.model, config.lora)
+    episodes = [ep for ep in load_episodes(episodes_file) if ep.query_box is not None]
+    trainer = GRPOTrainer(bundle, config, episodes, reward_funcs=[_first_token_parity], accelerator=accelerator)
+    before = {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if p.requires_grad}
+    history = trainer.train()
+    assert [h["step"] for h in history] == [1.0, 2.0]
+    assert all(h["grad_norm"] == h["grad_norm"] and h["loss"] == h["loss"] for h in history)  # not NaN
+    assert accelerator.step == 4  # two groups per step, two steps
+    assert accelerator.unwrap_model(trainer.model) is trainer.unwrapped  # one process: nothing is wrapped
+    assert any(h["reward_std_within"] > 0 for h in history), "this seed must give a learning signal"
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.unwrapped.named_parameters() if n in before)

@@ -83,7 +83,9 @@ class GRPOConfig:
     group_size: int = 4
     """G: answers sampled per episode; advantages are rewards normalized within each group."""
     batch_size: int = 8
-    """Answers per optimizer step (episodes per step = batch_size / group_size); a multiple of group_size."""
+    """Answers per optimizer step and process (episodes per step = batch_size / group_size); a multiple of
+    group_size. Under `accelerate launch` each process samples its own batch from its shard of the episodes, so a
+    step sees batch_size x processes answers (like the SFT trainer's per-device batch)."""
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0

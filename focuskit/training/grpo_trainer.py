@@ -16,6 +16,12 @@ use, and the rest of GRPO is small:
 Every step logs the mean reward, the within-group reward std (warning when it stays ~0: all answers in a group score
 the same, advantages are 0, and nothing is learned), the format-valid rate, mean IoU, KL, and the median ratio of
 answer to target box area (IoU rewards hedging with larger boxes; the toy ablation shows it happening).
+
+Multi-GPU (data parallel) runs go through `accelerate.Accelerator`, like the SFT trainer (a transformers Trainer):
+`accelerate launch ... -m focuskit.cli.main train grpo --config ...`. Each process takes its own shard of the
+episodes and samples `batch_size` answers per step from it (so `batch_size` is per process, as in SFT), the
+gradients are averaged across processes, and the logged diagnostics are averaged over all processes. On one process
+the Accelerator adds nothing: the model is not wrapped and each group's loss reaches `backward` unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from focuskit.core.episode import Episode
@@ -183,6 +190,10 @@ class GRPOTrainer:
 
     `reward_funcs` default to `[iou_reward, format_reward]` weighted by `config.reward_weights`; custom functions
     follow the same convention (`f(completions, solution, **kwargs) -> list[float]`) and need `reward_weights`.
+
+    `accelerator`: the run's `Accelerator` (one per `accelerate launch` process; `train_grpo` makes it). Without one,
+    the trainer makes a single-process Accelerator on `device` that leaves the model where it is, so direct use
+    (tests, notebooks) behaves as a plain PyTorch loop.
     """
 
     def __init__(
@@ -194,6 +205,7 @@ class GRPOTrainer:
         reward_funcs: Sequence[RewardFunc] | None = None,
         reward_weights: Sequence[float] | None = None,
         device: torch.device | str | None = None,
+        accelerator: Accelerator | None = None,
     ) -> None:
         if not hasattr(bundle.model, "disable_adapter"):
             raise ModelError(
@@ -204,9 +216,34 @@ class GRPOTrainer:
             raise ModelError("GRPO needs at least one training episode")
         self.bundle = bundle
         self.model = bundle.model
+        self.unwrapped = bundle.model
+        """The peft model itself (generation, adapter switching, saving); `self.model` may be a DDP/DeepSpeed
+        wrapper after `accelerator.prepare`, and gradients must flow through the wrapper to be synchronized."""
         self.processor = bundle.processor
         self.config = config
-        self.episodes = list(episodes)
+        if accelerator is None:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.model.to(self.device)
+            accelerator = Accelerator(
+                cpu=self.device.type == "cpu",
+                device_placement=False,  # keep the caller's device (e.g. cuda:1), already set above
+                mixed_precision="bf16" if config.bf16 and self.device.type == "cuda" else "no",
+                gradient_accumulation_steps=config.episodes_per_step,
+                step_scheduler_with_optimizer=False,
+            )
+        else:
+            self.device = accelerator.device
+        self.accelerator = accelerator
+        # Each process trains on its own shard; one process keeps every episode in the original order, so the
+        # episodes sampled with the seeded rng are the same as without an Accelerator.
+        shard = list(episodes)[accelerator.process_index :: accelerator.num_processes]
+        if len(shard) < config.episodes_per_step:
+            raise ModelError(
+                f"process {accelerator.process_index} of {accelerator.num_processes} got {len(shard)} episode(s) but "
+                f"each step needs {config.episodes_per_step} per process (batch_size {config.batch_size} / "
+                f"group_size {config.group_size}): use more episodes, fewer processes or a smaller batch_size"
+            )
+        self.episodes = shard
         if reward_funcs is None:
             self.reward_funcs: list[RewardFunc] = [iou_reward, format_reward]
             self.reward_weights = [config.reward_weights.iou, config.reward_weights.format]
@@ -218,8 +255,6 @@ class GRPOTrainer:
                     f"number of reward weights ({len(self.reward_weights)}) must match number of reward functions "
                     f"({len(self.reward_funcs)})"
                 )
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model.to(self.device)
         tok = self.processor.tokenizer
         spec = family_spec(bundle.family)
         eos = {tok.convert_tokens_to_ids(spec.end_of_turn), tok.pad_token_id, tok.eos_token_id}
@@ -254,8 +289,31 @@ class GRPOTrainer:
             num_warmup_steps=math.ceil(config.warmup_ratio * total),
             num_training_steps=total,
         )
+        self._fill_deepspeed_config()
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(self.model, self.optimizer, self.scheduler)
         self.log_history: list[dict[str, float]] = []
         self._cache: dict[int, tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]] = {}
+
+    def _fill_deepspeed_config(self) -> None:
+        """Resolve the DeepSpeed JSON's "auto" values from this config before `prepare`.
+
+        The shipped DeepSpeed JSON leaves batch sizes and clipping on "auto" for the transformers Trainer to fill;
+        here there is no Trainer and no dataloader, so they are set from the GRPO config: one micro-batch is one
+        group of answers, and a step accumulates one micro-batch per episode of the process's batch.
+        """
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is None:
+            return
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = self.config.group_size
+        ds["gradient_accumulation_steps"] = self.config.episodes_per_step
+        ds["train_batch_size"] = self.config.batch_size * self.accelerator.num_processes
+        ds["gradient_clipping"] = self.config.max_grad_norm
+        zero = ds.get("zero_optimization", {})
+        if zero.get("reduce_bucket_size") == "auto":
+            text = getattr(self.unwrapped.config, "text_config", self.unwrapped.config)
+            hidden = getattr(text, "hidden_size", None)
+            zero["reduce_bucket_size"] = hidden * hidden if hidden else int(5e8)
 
     # --- data -------------------------------------------------------------------------------------------------------
     def _encoded(self, episode: Episode) -> tuple[EncodedEpisode, str, tuple[int, int], tuple[int, int]]:
@@ -286,7 +344,7 @@ class GRPOTrainer:
         inputs = {k: v.to(self.device) for k, v in batch.items() if k not in ("box_token_mask", "query_image_mask")}
         prompt_len = inputs["input_ids"].shape[1]
         self.model.eval()
-        out = self.model.generate(
+        out = self.unwrapped.generate(
             **inputs,
             do_sample=True,
             temperature=cfg.temperature,
@@ -407,7 +465,9 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def reference_logps(self, group: Group) -> torch.Tensor:
-        with self.model.disable_adapter():
+        """Log-probs under the reference: the same weights with the LoRA adapter switched off (on the unwrapped
+        peft model, which the DDP/DeepSpeed wrapper forwards to), so no second model is kept in memory."""
+        with self.unwrapped.disable_adapter():
             return self.group_logps(group)
 
     # --- one step ---------------------------------------------------------------------------------------------------
@@ -429,39 +489,52 @@ class GRPOTrainer:
         eps_high = cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon
         stats: dict[str, list[float]] = {"kl": [], "clip_ratio": [], "loss": [], "grad_norm": []}
         self.model.train()
+        acc = self.accelerator
+        # One micro-batch per group: the Accelerator accumulates over the step's groups (episodes_per_step), so
+        # DDP synchronizes gradients once, at the last group, and DeepSpeed steps once per optimizer step.
+        accum = acc.gradient_accumulation_steps
         for _ in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             total_loss = 0.0
             for g, adv in zip(groups, advantages, strict=True):
-                logps = self.group_logps(g)
-                old = g.old_logps if g.old_logps is not None else logps.detach()
-                loss, s = grpo_token_loss(
-                    logps,
-                    old,
-                    g.ref_logps,
-                    adv.to(self.device),
-                    g.completion_mask.to(self.device),
-                    epsilon_low=cfg.epsilon,
-                    epsilon_high=eps_high,
-                    beta=cfg.beta,
-                    loss_type=cfg.loss_type,
-                    normalizer=normalizer,
-                )
-                loss.backward()
+                with acc.accumulate(self.model):
+                    logps = self.group_logps(g)
+                    old = g.old_logps if g.old_logps is not None else logps.detach()
+                    loss, s = grpo_token_loss(
+                        logps,
+                        old,
+                        g.ref_logps,
+                        adv.to(self.device),
+                        g.completion_mask.to(self.device),
+                        epsilon_low=cfg.epsilon,
+                        epsilon_high=eps_high,
+                        beta=cfg.beta,
+                        loss_type=cfg.loss_type,
+                        normalizer=normalizer,
+                    )
+                    # The loss is already normalized over the whole step; accelerate (and DeepSpeed) divide by the
+                    # accumulation steps, so multiply back to keep the gradient of the plain loop.
+                    acc.backward(loss * accum if accum > 1 else loss)
                 total_loss += float(loss.detach())
                 stats["kl"].append(s["kl"])
                 stats["clip_ratio"].append(s["clip_ratio"])
             params = [p for p in self.model.parameters() if p.requires_grad]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)  # DeepSpeed clips itself, returns its norm
             self.optimizer.step()
             self.scheduler.step()
             stats["loss"].append(total_loss)
-            stats["grad_norm"].append(float(grad_norm))
+            stats["grad_norm"].append(float(grad_norm) if grad_norm is not None else float("nan"))
         self.model.eval()
         return GRPOStepStats(step=step, values=self._diagnostics(step, groups, stats))
 
     def _diagnostics(self, step: int, groups: list[Group], stats: dict[str, list[float]]) -> dict[str, float]:
+        """The step's diagnostics over all processes: rewards are gathered (every process has the same number of
+        groups), the other values are per-process means averaged across processes (box_area_ratio: the mean of the
+        per-process medians). The zero-variance monitor runs on the main process only, which alone logs."""
         rewards = torch.stack([g.rewards for g in groups])  # (episodes, G)
+        multi = self.accelerator.num_processes > 1
+        if multi:
+            rewards = self.accelerator.gather(rewards.to(self.device)).float().cpu()
         within_std = float(rewards.std(dim=1, unbiased=False).mean())
         zero_std = float(
             (rewards.std(dim=1, unbiased=False) <= self.config.diagnostics.zero_std_threshold).float().mean()
@@ -485,13 +558,31 @@ class GRPOTrainer:
             values[f"rewards/{name}"] = float(np.mean([np.mean(g.parts[name]) for g in groups if name in g.parts]))
         ratios = [r for g in groups for r in g.area_ratios]
         values["box_area_ratio"] = float(np.median(ratios)) if ratios else float("nan")
+        if multi:
+            exact = ("step", "reward", "reward_std_within", "frac_zero_std_groups")
+            values = self._average_across_processes(values, exact=exact)
         format_rate = values.get("rewards/format_reward")
         if "rewards/iou_reward" in values:
             values["iou"] = values["rewards/iou_reward"]
         if format_rate is not None:
             values["format_rate"] = format_rate
-        self.monitor.update(step, within_std, format_rate)
+        if self.accelerator.is_main_process:
+            self.monitor.update(step, within_std, format_rate)
         return values
+
+    def _average_across_processes(self, values: dict[str, float], *, exact: Sequence[str]) -> dict[str, float]:
+        """Mean of each value over processes (NaN-aware: a process without boxes has no area ratio); keys in
+        `exact` were computed from gathered tensors already and are kept. Keys are sorted so every process sends
+        its values in the same order."""
+        keys = sorted(k for k in values if k not in exact)
+        local = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        present = (~torch.isnan(local)).to(torch.float64)
+        both = self.accelerator.reduce(torch.stack([torch.nan_to_num(local), present]), reduction="sum")
+        sums, counts = both[0].cpu(), both[1].cpu()
+        out = {k: values[k] for k in exact if k in values}
+        for i, k in enumerate(keys):
+            out[k] = float(sums[i] / counts[i]) if counts[i] > 0 else float("nan")
+        return out
 
     # --- loop -------------------------------------------------------------------------------------------------------
     def train(
@@ -502,7 +593,8 @@ class GRPOTrainer:
         """Run `config.max_steps` steps; every `logging_steps` the step's diagnostics go to the log history,
         the progress bar, the module logger and `on_log`. `on_step(step)` runs after every step (checkpoints)."""
         cfg = self.config
-        bar = tqdm(range(1, cfg.max_steps + 1), desc="grpo", unit="step", disable=not cfg.progress_bar)
+        main = self.accelerator.is_main_process
+        bar = tqdm(range(1, cfg.max_steps + 1), desc="grpo", unit="step", disable=not (cfg.progress_bar and main))
         for step in bar:
             stats = self.step(step)
             if on_step is not None:
@@ -513,9 +605,10 @@ class GRPOTrainer:
                 bar.set_postfix(
                     reward=f"{v['reward']:.3f}", std=f"{v['reward_std_within']:.3f}", iou=f"{v.get('iou', 0):.3f}"
                 )
-                logger.info("grpo %s", {k: round(x, 4) for k, x in v.items()})
-                if on_log is not None:
-                    on_log(v)
+                if main:  # one line per step, not one per process
+                    logger.info("grpo %s", {k: round(x, 4) for k, x in v.items()})
+                    if on_log is not None:
+                        on_log(v)
         return self.log_history
 
 

@@ -10,6 +10,10 @@ Output directory:
     reference/           the merged SFT model (only when the start checkpoint was a LoRA adapter)
     checkpoint-N/        LoRA adapters every `save_steps` (loadable with `load_vlm`; their base is the start model)
     final/               the trained model (adapters, or merged weights with `save_merged`)
+
+Multi-GPU: `accelerate launch [--config_file ...] -m focuskit.cli.main train grpo --config ...` runs this function in
+every process with one shared `Accelerator` (data parallel, see `grpo_trainer`); only the main process writes files,
+and the others wait for it around every save.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class GRPOResult:
         return [float(entry[key]) for entry in self.log_history if key in entry]
 
 
-def _load_start(config: GRPOConfig) -> tuple[Any, Path]:
-    """The start checkpoint as a plain (non-peft) model, and the directory its adapters will name as their base."""
+def _load_start(config: GRPOConfig, accelerator: Any) -> tuple[Any, Path]:
+    """The start checkpoint as a plain (non-peft) model, and the directory its adapters will name as their base.
+
+    Every process merges the SFT adapter in memory (it needs the model), but only the main process writes the
+    reference model; the others wait so nobody reads a half-written directory."""
     from focuskit.models.vlms.factory import load_vlm
 
     bundle = load_vlm(
@@ -66,15 +73,30 @@ def _load_start(config: GRPOConfig) -> tuple[Any, Path]:
         # the GRPO adapters have a base to be loaded onto.
         bundle.model = bundle.model.merge_and_unload()
         base_dir = (Path(config.output_dir) / REFERENCE_DIR).resolve()
-        logger.info("merged the SFT adapter of %s; saving the reference model to %s", config.model, base_dir)
-        bundle.save(base_dir)
+        if accelerator.is_main_process:
+            logger.info("merged the SFT adapter of %s; saving the reference model to %s", config.model, base_dir)
+            bundle.save(base_dir)
+        accelerator.wait_for_everyone()
     return bundle, base_dir
 
 
-def _save(bundle: Any, directory: Path, config: GRPOConfig, base_dir: Path, *, merged: bool) -> None:
+def _save(
+    bundle: Any, model: Any, directory: Path, config: GRPOConfig, base_dir: Path, *, merged: bool, accelerator: Any
+) -> None:
+    """Save `model` (the unwrapped peft model) with the bundle's processor and prompt, from the main process only.
+
+    All processes must call this: they wait for each other before (every process finished the step) and after
+    (nobody moves on, or exits, before the files exist)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_model(bundle, model, directory, config, base_dir, merged=merged)
+    accelerator.wait_for_everyone()
+
+
+def _write_model(bundle: Any, model: Any, directory: Path, config: GRPOConfig, base_dir: Path, *, merged: bool) -> None:
+    """Write adapters that name `base_dir` as their base (so `load_vlm` finds it), or merged full weights."""
     from focuskit.models.vlms.factory import VLMBundle
 
-    model = bundle.model
     if merged:
         model = model.merge_and_unload()
     else:
@@ -90,12 +112,20 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
     config.check_paths()
     import copy
 
+    from accelerate import Accelerator
     from transformers import set_seed
 
     from focuskit.models.vlms.factory import apply_lora
     from focuskit.training.grpo_trainer import GRPOTrainer, check_reference
     from focuskit.training.sft_data import load_sft_episodes, validate_episodes
 
+    # One Accelerator per process, made before the model so `accelerate launch` picks the device and backend
+    # (DDP or DeepSpeed) from its config; one micro-batch per episode (group) of a step's per-process batch.
+    accelerator = Accelerator(
+        mixed_precision="bf16" if config.bf16 else "no",
+        gradient_accumulation_steps=config.episodes_per_step,
+        step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, not steps x processes
+    )
     set_seed(config.seed)
     episodes = load_sft_episodes(config.data, config.shots)
     dropped = 0
@@ -114,13 +144,18 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
             + (f"; {dropped} absent-query episodes were dropped (absent_episodes is off)" if dropped else "")
         )
 
-    bundle, base_dir = _load_start(config)
+    bundle, base_dir = _load_start(config, accelerator)
     prompt = copy.deepcopy(config.prompt or bundle.prompt)
     if config.absent_episodes:
         prompt.allow_absent = True
     bundle.prompt = prompt
     validate_episodes(
-        episodes, bundle.processor, bundle.family, prompt, config.max_prompt_length, progress=config.progress_bar
+        episodes,
+        bundle.processor,
+        bundle.family,
+        prompt,
+        config.max_prompt_length,
+        progress=config.progress_bar and accelerator.is_main_process,
     )
 
     bundle.model = apply_lora(bundle.model, config.lora)
@@ -129,9 +164,10 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         bundle.model.enable_input_require_grads()
 
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / CONFIG_FILE)
-    trainer = GRPOTrainer(bundle, config, episodes)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / CONFIG_FILE)
+    trainer = GRPOTrainer(bundle, config, episodes, accelerator=accelerator)
     reference_diff = check_reference(trainer, episodes[0])
 
     lines: list[str] = []
@@ -142,11 +178,13 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
 
     def on_step(step: int) -> None:
         if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
-            _save(bundle, out / f"checkpoint-{step}", config, base_dir, merged=False)
+            model = accelerator.unwrap_model(trainer.model)
+            _save(bundle, model, out / f"checkpoint-{step}", config, base_dir, merged=False, accelerator=accelerator)
 
-    trainer.train(on_log=write_metrics, on_step=on_step)
+    trainer.train(on_log=write_metrics, on_step=on_step)  # on_log runs on the main process only
     final = out / FINAL_DIR
-    _save(bundle, final, config, base_dir, merged=config.save_merged)
+    model = accelerator.unwrap_model(trainer.model)
+    _save(bundle, model, final, config, base_dir, merged=config.save_merged, accelerator=accelerator)
     return GRPOResult(
         output_dir=out,
         final_model=final,
