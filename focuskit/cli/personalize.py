@@ -49,6 +49,20 @@ def _sampling(cfg: PeKitConfig, every_n: int | None, fps: float | None) -> Any:
     return SamplingConfig(every_n=every_n, per_second=fps, max_frames=cfg.video.max_frames)
 
 
+def _check_draw(input: Path, draw: Path | None) -> None:
+    """Refuse a --draw path we could not write before any model runs: MP4 for a video, an image format otherwise."""
+    from focuskit.core.image import image_format_for
+    from focuskit.personalize.video import is_video
+
+    if draw is None:
+        return
+    if is_video(input):
+        if draw.suffix.lower() != ".mp4":
+            raise ConfigError(f"--draw for a video writes an MP4: give a .mp4 path, got {draw}")
+    else:
+        image_format_for(draw, what="drawing")
+
+
 def detect(
     input: Annotated[Path, typer.Argument(help="Image or video (.mp4, .avi, .mov, ...)")],
     memory: MemoryOpt,
@@ -64,9 +78,8 @@ def detect(
 
     mem, cfg, detector = _setup(memory, config, tau)
     with mem:
+        _check_draw(input, draw)
         if is_video(input):
-            if draw is not None and draw.suffix.lower() != ".mp4":
-                raise ConfigError(f"--draw for a video writes an MP4: give a .mp4 path, got {draw}")
             result, _ = detect_video(
                 input, detector, sampling=_sampling(cfg, every_n, fps), output=draw, template=cfg.prompt,
                 progress=not as_json,
@@ -80,11 +93,8 @@ def detect(
                 if result.output is not None:
                     typer.echo(f"annotated video: {result.output} ({len(result.frames)} frames)")
             return
-        from focuskit.core.image import image_format_for, load_image
+        from focuskit.core.image import load_image
         from focuskit.personalize.prompting import annotate, assign_colors
-
-        if draw is not None:
-            image_format_for(draw, what="drawing")
 
         image = load_image(input)
         dets = detector.detect(image)
@@ -151,6 +161,7 @@ def ask(
 
     mem, cfg, detector = _setup(memory, config, tau)
     options = cfg.generation if max_new_tokens is None else replace(cfg.generation, max_new_tokens=max_new_tokens)
+    _check_draw(input, draw)
     vlm = make_backend(backend, model, base_url, cfg)
     with mem:
         if is_video(input):
