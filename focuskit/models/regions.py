@@ -1,0 +1,90 @@
+"""Region embeddings from an encoder: pooled from the full image's feature map, or re-embedded from a crop.
+
+At the encoder's stride a small object covers only a few feature cells, mixed with its surroundings (PeKit's second
+limitation). Re-embedding a crop around the region, which the encoder resizes to its working size, gives the
+object many cells of its own. `embed_regions` does either, or picks per region (`mode="auto"`: crop when the
+region covers fewer than `min_cells` cells of the full map). Masks, when given, restrict the pooling to the object.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from focuskit.core.errors import ConfigError
+from focuskit.core.image import load_image
+from focuskit.core.masks import as_masks
+
+Mode = Literal["pool", "crop", "auto"]
+
+
+def region_cells(fmap: Any, boxes_xyxy: np.ndarray) -> np.ndarray:
+    """(N,) how many feature cells of `fmap` each (N, 4) pixel box covers (fractional)."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    width, height = fmap.image_size
+    gw, gh = fmap.grid_size
+    return (boxes[:, 2] - boxes[:, 0]) * gw / width * (boxes[:, 3] - boxes[:, 1]) * gh / height
+
+
+def crop_window(box: np.ndarray, image_size: tuple[int, int], context: float) -> tuple[int, int, int, int]:
+    """Integer crop around an xyxy box: the box plus `context` times its size on every side, inside the image."""
+    width, height = image_size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    bw, bh = x2 - x1, y2 - y1
+    cx1 = int(max(0, np.floor(x1 - context * bw)))
+    cy1 = int(max(0, np.floor(y1 - context * bh)))
+    cx2 = int(min(width, max(cx1 + 1, np.ceil(x2 + context * bw))))
+    cy2 = int(min(height, max(cy1 + 1, np.ceil(y2 + context * bh))))
+    return cx1, cy1, cx2, cy2
+
+
+def embed_regions(
+    encoder: Any,
+    image: Image.Image,
+    boxes_xyxy: np.ndarray,
+    *,
+    masks: np.ndarray | None = None,
+    fmap: Any | None = None,
+    mode: Mode = "pool",
+    min_cells: float = 16.0,
+    context: float = 0.1,
+) -> np.ndarray:
+    """(N, 4) pixel boxes (and optional (N, H, W) masks) -> (N, C) L2-normalised region embeddings.
+
+    `fmap` is the image's feature map when already computed (pooling reuses it). In "crop" mode each region is
+    cut out with `context` margin, encoded on its own (the encoder resizes it to its working size) and pooled inside
+    the box (or mask) there. Boxes must lie at least partly inside the image.
+    """
+    if mode not in ("pool", "crop", "auto"):
+        raise ConfigError(f"region embedding mode must be 'pool', 'crop' or 'auto', got {mode!r}")
+    img = load_image(image)
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    m = None if masks is None else as_masks(masks, img.size, where="region masks")
+    if m is not None and len(m) != len(boxes):
+        raise ConfigError(f"embed_regions needs one mask per box: {len(boxes)} boxes, {len(m)} masks")
+    if len(boxes) == 0:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    need_map = mode != "crop"
+    if need_map and fmap is None:
+        fmap = encoder.encode(img)
+    if mode == "pool":
+        crop_rows = np.zeros(len(boxes), dtype=bool)
+    elif mode == "crop":
+        crop_rows = np.ones(len(boxes), dtype=bool)
+    else:
+        crop_rows = region_cells(fmap, boxes) < min_cells
+    out = np.zeros((len(boxes), encoder.dim), dtype=np.float32)
+    pooled = ~crop_rows
+    if pooled.any():
+        out[pooled] = fmap.pool_masks(m[pooled]) if m is not None else fmap.pool_boxes(boxes[pooled])
+    for i in np.flatnonzero(crop_rows):
+        cx1, cy1, cx2, cy2 = crop_window(boxes[i], img.size, context)
+        sub = encoder.encode(img.crop((cx1, cy1, cx2, cy2)))
+        if m is not None:
+            out[i] = sub.pool_masks(m[i, cy1:cy2, cx1:cx2][None])[0]
+        else:
+            local = boxes[i] - np.array([cx1, cy1, cx1, cy1], dtype=np.float64)
+            out[i] = sub.pool_boxes(local[None])[0]
+    return out

@@ -1,0 +1,86 @@
+"""Region embeddings: pooled from the full map, re-embedded from a crop, or chosen per region by size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from focuskit.core.errors import ConfigError
+from focuskit.core.masks import box_to_mask
+from focuskit.models.encoders.base import FeatureMap
+from focuskit.models.regions import crop_window, embed_regions, region_cells
+
+
+class ColourEncoder:
+    """A stand-in encoder: the features of a cell are the mean RGB of its pixels (+1), at stride 8, 64 px wide."""
+
+    name, dim, stride = "colour", 3, 8
+
+    def __init__(self) -> None:
+        self.sizes: list[tuple[int, int]] = []
+
+    def encode(self, image: Image.Image) -> FeatureMap:
+        self.sizes.append(image.size)
+        w, h = image.size
+        scale = 64 / max(w, h)
+        gw, gh = max(1, round(w * scale / 8)), max(1, round(h * scale / 8))
+        arr = np.asarray(image.resize((gw, gh), Image.Resampling.BOX), dtype=np.float32) / 255 + 1
+        return FeatureMap(torch.from_numpy(arr.transpose(2, 0, 1).copy()), image.size)
+
+
+def scene() -> Image.Image:
+    arr = np.zeros((200, 320, 3), dtype=np.uint8)
+    arr[:, :] = (0, 0, 255)
+    arr[100:106, 200:206] = (255, 0, 0)  # a tiny red object
+    arr[20:120, 20:140] = (0, 255, 0)  # a large green one
+    return Image.fromarray(arr)
+
+
+def test_region_cells_and_crop_window() -> None:
+    fmap = ColourEncoder().encode(scene())  # 8 x 5 cells over 320 x 200
+    assert region_cells(fmap, np.array([[0, 0, 40, 40], [0, 0, 320, 200]])).tolist() == [1.0, 40.0]
+    assert crop_window(np.array([10, 10, 20, 20]), (320, 200), 0.5) == (5, 5, 25, 25)
+    assert crop_window(np.array([0, 0, 320, 200]), (320, 200), 0.5) == (0, 0, 320, 200)
+
+
+def test_crop_sees_a_small_object_that_pooling_blurs() -> None:
+    img, enc = scene(), ColourEncoder()
+    small = np.array([[200, 100, 206, 106]], dtype=float)
+    red = np.array([2.0, 1.0, 1.0]) / np.linalg.norm([2.0, 1.0, 1.0])
+    pooled = embed_regions(enc, img, small, mode="pool")[0]
+    cropped = embed_regions(enc, img, small, mode="crop", context=0.1)[0]
+    assert cropped @ red > pooled @ red + 0.05
+    assert enc.sizes[-1] == (8, 8)  # the crop (box + 10% each side) is what the encoder saw, at its working size
+
+
+def test_auto_picks_crop_only_for_small_regions() -> None:
+    img, enc = scene(), ColourEncoder()
+    boxes = np.array([[200, 100, 206, 106], [20, 20, 140, 120]], dtype=float)
+    fmap = enc.encode(img)
+    enc.sizes.clear()
+    auto = embed_regions(enc, img, boxes, fmap=fmap, mode="auto", min_cells=4)
+    assert len(enc.sizes) == 1  # the full map was reused; only the small region was re-encoded
+    assert np.allclose(auto[1], embed_regions(enc, img, boxes[1:], fmap=fmap, mode="pool")[0])
+    assert np.allclose(np.linalg.norm(auto, axis=1), 1.0, atol=1e-5)
+
+
+def test_masks_restrict_pooling_in_both_modes() -> None:
+    img, enc = scene(), ColourEncoder()
+    box = np.array([[10, 10, 150, 130]], dtype=float)
+    mask = box_to_mask([20, 20, 140, 120], img.size)[None]
+    green = np.array([1.0, 2.0, 1.0]) / np.linalg.norm([1.0, 2.0, 1.0])
+    for mode in ("pool", "crop"):
+        boxed = embed_regions(enc, img, box, mode=mode)[0]
+        masked = embed_regions(enc, img, box, masks=mask, mode=mode)[0]
+        assert masked @ green > boxed @ green
+
+
+def test_validation() -> None:
+    img, enc = scene(), ColourEncoder()
+    assert embed_regions(enc, img, np.zeros((0, 4))).shape == (0, 3)
+    with pytest.raises(ConfigError, match="'pool', 'crop' or 'auto'"):
+        embed_regions(enc, img, np.zeros((1, 4)), mode="zoom")
+    with pytest.raises(ConfigError, match="one mask per box"):
+        embed_regions(enc, img, np.array([[0, 0, 5, 5]]), masks=np.zeros((2, 200, 320), dtype=bool))
