@@ -48,6 +48,7 @@ COMMAND_MODULES = [
     "focuskit.cli.concept",
     "focuskit.cli.personalize",
     "focuskit.cli.demo",
+    "focuskit.cli.answers",
 ]
 
 for _module in COMMAND_MODULES:
