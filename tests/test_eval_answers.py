@@ -264,3 +264,31 @@ def test_eval_answers_bad_input(tmp_path: Path, extra: tuple[str, ...], match: s
     args = ["eval-answers", "--qa", qa, "-f", "yollava-vqa", "--out", out, "--base-url", "http://127.0.0.1:9/v1"]
     code, text = run(*args, *extra)
     assert code == 2 and text.startswith("focuskit: error: ") and match in text, text
+
+
+def test_concepts_are_added_under_the_questions_names(tmp_path: Path) -> None:
+    """This-Is-My-Img folders carry a category suffix and no apostrophe; the memory gets the questions' names."""
+    from test_data_qa import write_thisismy
+
+    from focuskit.cli.answers import _add_missing_concepts
+    from focuskit.data.qa import read_qaset
+
+    single, _ = write_thisismy(tmp_path / "This-is-My-Img")
+    (tmp_path / "This-is-My-Img" / "Single-concept" / "train" / "Nikkis car-car").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "This-is-My-Img" / "Single-concept" / "train" / "Nikkis car-car" / "0.png")
+    qa = read_qaset("thisismy-vqa", single)
+
+    class Mem:
+        def __init__(self) -> None:
+            self.added: dict[str, list[Path]] = {}
+
+        def __contains__(self, name: object) -> bool:
+            return name in self.added
+
+        def add(self, name: str, images: list[Path], **kwargs: object) -> None:
+            self.added[name] = images
+
+    mem = Mem()
+    lines = _add_missing_concepts(mem, qa, qa.concepts_root, qa.concepts_format, qa.concepts_split)  # type: ignore[arg-type]
+    assert sorted(mem.added) == ["Alex's hat", "Nikki's car"] and len(lines) == 2
+    assert mem.added["Alex's hat"][0].parent.name == "Alexs hat-hat"
