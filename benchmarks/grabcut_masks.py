@@ -83,7 +83,7 @@ def smarties(path: Path) -> list[tuple[str, Image.Image, np.ndarray]]:
     rgb = np.asarray(img, dtype=np.float64)
     fg = (hsv[..., 1] > 60) | (rgb.max(-1) < 120)  # coloured, or dark (the brown candies)
     fg = ndimage.binary_opening(ndimage.binary_fill_holes(fg), iterations=2)
-    labels, n = ndimage.label(fg)
+    labels, _ = ndimage.label(fg)
     out = []
     for i, sl in enumerate(ndimage.find_objects(labels)):
         m = ndimage.binary_fill_holes(labels == i + 1)
@@ -154,7 +154,7 @@ def main() -> None:
     objs = objects(args.opencv_doc)
     if args.preview:
         preview(objs, args.preview)
-    print(f"{len(objs)} objects: " + ", ".join(sorted({n.split('#')[0] for n, _, _ in objs})))
+    print(f"{len(objs)} objects: " + ", ".join(sorted({n.split("#")[0] for n, _, _ in objs})))
     results: dict[str, Any] = {"objects": [n for n, _, _ in objs], "variants": {}}
     for label, (name, kwargs) in VARIANTS.items():
         seg = create_segmenter(name, **kwargs)
