@@ -2,6 +2,8 @@
 
 Layout of a state directory:
 
+    FORMAT                  {"format": "focuskit-library-index", "version": 1} (see `focuskit.core.state`)
+    .lock                   held by the indexing run (one at a time; `filelock`, so it works on every OS)
     library.sqlite          files (root, relative path, size, mtime, status), items (one per photo or video frame:
                             its proposal boxes and where its embeddings sit), meta (encoder tag, format version)
     shards/<uuid>.npy       float16 (rows, dim) embeddings of one indexing batch, written atomically
@@ -17,8 +19,6 @@ changes cosine scores by less than 1e-3.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import sqlite3
 import time
 import uuid
@@ -30,11 +30,13 @@ import numpy as np
 
 from focuskit.core.errors import MemoryStoreError
 from focuskit.core.io import atomic_open
+from focuskit.core.state import LOCK_FILE, SQLiteState
 
+FORMAT_NAME = "focuskit-library-index"
 FORMAT_VERSION = 1
 DB_NAME = "library.sqlite"
 SHARD_DIR = "shards"
-LOCK_NAME = "index.lock"
+LOCK_NAME = LOCK_FILE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,66 +136,34 @@ class LibraryStore:
     def __init__(self, state_dir: str | Path) -> None:
         self.state_dir = Path(state_dir).expanduser()
         self.shard_dir = self.state_dir / SHARD_DIR
-        self.db_path = self.state_dir / DB_NAME
+        self.state = SQLiteState(
+            self.state_dir,
+            format_name=FORMAT_NAME,
+            version=FORMAT_VERSION,
+            db_file=DB_NAME,
+            schema=_SCHEMA,
+            what="library index",
+            strict=False,  # version 1 state directories had no FORMAT file: adopted, and given one
+            lock_timeout=30.0,
+            synchronous="NORMAL",
+        )
+        self.db_path = self.state.db_path
+        self.state.open()
         try:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MemoryStoreError(f"cannot create the library state directory {self.state_dir}: {exc}") from None
-        try:
-            db = sqlite3.connect(self.db_path, timeout=30.0)
-            try:
-                db.executescript(_SCHEMA)  # runs in its own transaction; IF NOT EXISTS makes it idempotent
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as exc:
-            raise MemoryStoreError(f"library index {self.db_path} is not a usable SQLite database: {exc}") from None
-        with self.connect() as db:
-            version = self.get_meta("format_version", db=db)
-            if version is None:
-                db.execute("INSERT INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-            elif int(version) > FORMAT_VERSION:
-                raise MemoryStoreError(
-                    f"library index {self.db_path} has format {version}, newer than this focuskit reads "
-                    f"({FORMAT_VERSION}); upgrade focuskit or index into another --state directory"
-                )
 
     # --- connections and locking --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in WAL mode (readers never wait for the indexer); commits on success, rolls back on error."""
-        try:
-            db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise MemoryStoreError(f"cannot open library index {self.db_path}: {exc}") from None
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("BEGIN")
-            yield db
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        finally:
-            db.close()
+    def connect(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A new connection in one transaction (WAL: readers never wait for the indexer); commits on success."""
+        return self.state.transaction()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         """Hold the state directory's indexing lock; a second indexer (thread or process) gets a clear error."""
-        path = self.state_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise MemoryStoreError(
-                    f"another indexing run is using {self.state_dir}; wait for it to finish"
-                ) from None
+        with self.state.lock(timeout=0, busy=f"another indexing run is using {self.state_dir}; wait for it to finish"):
             yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
 
     # --- meta ---------------------------------------------------------------------------------------------
     def get_meta(self, key: str, *, db: sqlite3.Connection | None = None) -> str | None:

@@ -1,0 +1,1 @@
+"""Vector search shared by the concept memory and the photo library: one `VectorIndex` protocol, FAISS behind it."""
