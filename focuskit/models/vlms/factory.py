@@ -136,7 +136,15 @@ class CheckpointInfo:
     is_local: bool = True
 
 
+_EXTRA_MODEL_TYPES: dict[str, tuple[str, Family]] = {"qwen2_vl_cnn": ("focuskit.models.vlms.cnn_qwen2_vl", "qwen2_vl")}
+"""focuskit's own architectures: model_type -> (module that registers it with transformers' Auto classes, family)."""
+
+
 def _family_of_config(model_type: str, where: str) -> Family:
+    if model_type in _EXTRA_MODEL_TYPES:
+        module, family = _EXTRA_MODEL_TYPES[model_type]
+        __import__(module)
+        return family
     if model_type not in FAMILIES:
         raise ModelError(
             f"{where} is a {model_type or 'unknown'!r} model; supported architectures: {', '.join(FAMILIES)}"
