@@ -53,7 +53,7 @@ def test_round_trip(tmp_path: Path) -> None:
     ("line", "message"),
     [
         ("{not json", r"eps.jsonl:2: not valid JSON"),
-        (json.dumps(_record(supports=[])), r"eps.jsonl:2: 'supports' must be a non-empty list \(k >= 1\)"),
+        (json.dumps(_record(supports=[])), r"eps.jsonl:2 \(episode 'e1'\): 'supports' must be a non-empty list"),
         (json.dumps(_record(supports=[{"image": "a.png", "box": [5, 5, 5, 9]}])), "zero or negative area"),
         (json.dumps(_record(supports=[{"image": "a.png", "box": [1, 2, 3]}])), r"'box' must be \[x1, y1, x2, y2\]"),
         (json.dumps({"supports": []}), "missing key 'query'"),

@@ -25,6 +25,8 @@ BOX_F0100 = Box(222.0, 20.0, 545.0, 268.0)  # the same box in box_f0100.jpg (epi
 PHOTOS = ("box_f0000.jpg", "box_f0100.jpg", "cup_f0010.jpg", "coffee.jpg")
 SECRET = b"top secret, outside the library"
 FAST_LIBRARY = LibraryConfig()  # SSD + windows: windows alone give loose boxes
+LOCAL: dict = {"base_url": "http://127.0.0.1:8000", "headers": {"X-Focuskit": "1"}}
+"""A client as a script on this machine talks to the server: its own Host, and the header writes need."""
 
 
 def _settings(tmp: Path, **kw: object) -> ServerSettings:
@@ -58,7 +60,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(tree: Path) -> Iterator[TestClient]:
     app = create_app(_settings(tree))
-    with TestClient(app) as c:
+    with TestClient(app, **LOCAL) as c:
         yield c
 
 
@@ -206,14 +208,14 @@ def test_ask_with_unreachable_backend_is_a_clear_502(tree: Path) -> None:
         port = s.getsockname()[1]
     backend = BackendSettings(kind="openai", base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2.0)
     app = create_app(_settings(tree / "b502", backend=backend, library_dir=None))
-    with TestClient(app) as c:
+    with TestClient(app, **LOCAL) as c:
         body = _error(c.post("/ask", data={"question": "hi"}, files=[("image", _upload("coffee.jpg"))]), 502)
         assert str(port) in body["message"]
 
 
 def test_ask_with_the_tiny_local_model_answers(tree: Path) -> None:
     app = create_app(_settings(tree / "ask", backend=BackendSettings(kind="hf", model="tiny"), library_dir=None))
-    with TestClient(app) as c:
+    with TestClient(app, **LOCAL) as c:
         resp = c.post("/ask", data={"question": "What is in the picture?"}, files=[("image", _upload("coffee.jpg"))])
         assert resp.status_code == 200, resp.text
         body = resp.json()
@@ -265,7 +267,7 @@ def test_protected_dirs_inside_the_library_are_not_served(tree: Path) -> None:
     lib.mkdir()
     shutil.copy(REAL / "coffee.jpg", lib / "coffee.jpg")
     app = create_app(_settings(tree, library_dir=lib, memory_dir=lib / "mem", state_dir=lib / "state"))
-    with TestClient(app) as c:
+    with TestClient(app, **LOCAL) as c:
         picks = json.dumps([{"path": "coffee.jpg", "box": [0, 0, 200, 200]}])
         assert c.post("/concepts", data={"name": "cup", "library_images": picks}).status_code == 201
         (lib / "mem" / "view.jpg").write_bytes((REAL / "coffee.jpg").read_bytes())
@@ -308,7 +310,7 @@ def test_whole_request_body_limit_is_enforced_before_parsing(client: TestClient)
 # --- token ---------------------------------------------------------------------------------------------------
 def test_token_is_required_on_the_api_when_set(tree: Path) -> None:
     app = create_app(_settings(tree / "tok", token="s3cret-token", library_dir=None))
-    with TestClient(app) as c:
+    with TestClient(app, **LOCAL) as c:
         assert c.get("/").status_code == 200  # the page itself holds no data; it asks for the token
         body = _error(c.get("/health"), 401, "Authorization: Bearer")
         assert body["error"] == "unauthorized"
@@ -328,7 +330,7 @@ def test_non_loopback_host_needs_a_token(tmp_path: Path) -> None:
 def test_concurrent_concept_creation_is_serialized_and_atomic(tree: Path) -> None:
     app = create_app(_settings(tree / "conc", library_dir=None))
     results: list[int] = []
-    with TestClient(app) as c:
+    with TestClient(app, **LOCAL) as c:
 
         def create(name: str) -> None:
             results.append(_create(c, name).status_code)

@@ -132,6 +132,10 @@ def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp
         drawn = [float(v) for v in caption.split("box ")[1].split()[0:4] for v in [v.strip(",")]]
         assert all(abs(a - b) <= 3 / scale for a, b in zip(drawn, BOX, strict=True)), caption
 
+        # The shared name rule (focuskit/core/names.py) holds on the page too.
+        page.fill("#concept-name", "my/box")
+        page.click("#create-concept")
+        page.wait_for_function("document.querySelector('#status').textContent.includes(\"may not contain '/'\")")
         page.fill("#concept-name", "my box")
         page.fill("#concept-context", "the printed box on my desk")
         page.click("#create-concept")
@@ -161,4 +165,42 @@ def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp
         assert red_pixels > 100
         page.screenshot(path=str(tmp_path / "gallery.png"))
         assert errors == []
+
+        # A page on another origin tries the cross-site writes of issue 10 (a no-cors multipart POST replacing the
+        # concept with a 1x1 view, a plain HTML form POST, a reindex); the server refuses them and nothing changes.
+        before = httpx.get(f"{server}/concepts").json()
+        evil_origin = f"http://127.0.0.1:{_free_port()}"
+        evil = browser.new_page()
+        evil.route(f"{evil_origin}/**", lambda route: route.fulfill(status=200, content_type="text/html",
+                                                                    body=_evil_page(server)))  # fmt: skip
+        evil.goto(f"{evil_origin}/evil.html")
+        evil.wait_for_function("window.done === true", timeout=20_000)
+        assert httpx.get(f"{server}/concepts").json() == before
+        assert [c["name"] for c in before["concepts"]] == ["my box"] and len(before["concepts"][0]["views"]) == 1
         browser.close()
+
+
+def _evil_page(server: str) -> str:
+    """Another site's page: everything a browser lets it send to the server without the server's consent."""
+    return f"""<!doctype html><html><body>
+<iframe name="sink" style="display:none"></iframe>
+<form id="f" method="post" enctype="multipart/form-data" action="{server}/concepts" target="sink">
+  <input name="name" value="my box"><input name="replace" value="true"><input name="boxes" value="[null]">
+</form>
+<script>
+(async () => {{
+  const png = Uint8Array.from(atob(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"),
+    c => c.charCodeAt(0));
+  const form = new FormData();
+  form.append("name", "my box"); form.append("replace", "true"); form.append("boxes", "[null]");
+  form.append("images", new Blob([png], {{type: "image/png"}}), "x.png");
+  try {{ await fetch("{server}/concepts", {{method: "POST", mode: "no-cors", body: form}}); }} catch (e) {{}}
+  try {{ await fetch("{server}/library/index?reindex=true", {{method: "POST", mode: "no-cors"}}); }} catch (e) {{}}
+  try {{ await fetch("{server}/concepts/my%20box", {{method: "DELETE", mode: "no-cors"}}); }} catch (e) {{}}
+  const sink = document.querySelector("iframe");
+  sink.onload = () => {{ window.done = true; }};
+  document.getElementById("f").submit();
+  setTimeout(() => {{ window.done = true; }}, 5000);
+}})();
+</script></body></html>"""

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from focuskit.core.box import Box, parse_box_arg
-from focuskit.core.errors import ConfigError
+from focuskit.core.errors import ConfigError, FocusError
 
 if TYPE_CHECKING:
     from focuskit.memory.store import ConceptMemory
@@ -89,12 +89,18 @@ def add(
     config: ConfigOpt = None,
 ) -> None:
     """Add a concept from a few photos. Views without a box are boxed automatically; check them with --show."""
+    from focuskit.core.io import check_output_dir
+    from focuskit.core.names import check_concept_name
+
+    name = check_concept_name(name)
     boxes = _boxes(images, box)
+    if show is not None:
+        check_output_dir(show, option="--show")
     mem, _ = open_memory_for(memory, config, encoder, encoder_opt, create=True)
     with mem:
         report = mem.add(name, images, boxes=boxes, context=context, replace=replace, progress=True)
         color = mem.color(report.name)
-    from focuskit.viz.draw import COLOR_NAMES, PALETTE
+    from focuskit.viz.draw import COLOR_NAMES
 
     for v in report.views:
         if v.how == "skipped" or v.box is None:
@@ -109,18 +115,28 @@ def add(
     color_name = COLOR_NAMES[color % len(COLOR_NAMES)]
     typer.echo(f"{verb} {report.name!r}: {len(report.used)} view(s), {report.vectors} vectors, color {color_name}")
     if show is not None:
-        from focuskit.core.image import load_image, save_image
-        from focuskit.viz.draw import draw_boxes
+        _draw_views(report, images, show, color)
 
+
+def _draw_views(report: Any, images: list[Path], show: Path, color: int) -> None:
+    """Write each used view with its box into `show`; a failure here says the concept itself was saved."""
+    from focuskit.core.image import load_image, save_image
+    from focuskit.viz.draw import PALETTE, draw_boxes
+
+    try:
         show.mkdir(parents=True, exist_ok=True)
         for v in report.used:
             img = load_image(images[v.index])
             label = "auto" if v.how == "auto" else v.how
-            assert v.box is not None
+            if v.box is None:
+                continue
             out = draw_boxes(img, [v.box], [f"{report.name} ({label})"], [PALETTE[color % len(PALETTE)]])
             path = show / f"{Path(v.source).stem}_view{v.index + 1}.png"
             save_image(out, path, what="view drawing")
             typer.echo(f"drawn: {path}")
+    except (OSError, FocusError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FocusError(f"concept {report.name!r} was saved, but --show {show} failed: {reason}") from None
 
 
 @concept_app.command("list")
@@ -159,9 +175,11 @@ def show_cmd(
 ) -> None:
     """Write a concept's stored views, with the box of each, as PNGs."""
     from focuskit.core.image import save_image
+    from focuskit.core.io import check_output_dir
     from focuskit.memory.store import open_memory
     from focuskit.viz.draw import PALETTE, draw_boxes
 
+    check_output_dir(out, option="--out")
     with open_memory(memory) as mem:
         views = mem.views(name)
         color = PALETTE[mem.color(name) % len(PALETTE)]
@@ -179,8 +197,10 @@ def rename(
     memory: MemoryOpt,
 ) -> None:
     """Rename a concept (its views, embeddings and color stay)."""
+    from focuskit.core.names import check_concept_name
     from focuskit.memory.store import open_memory
 
+    new = check_concept_name(new)
     with open_memory(memory) as mem:
         mem.rename(old, new)
     typer.echo(f"renamed {old!r} to {new!r}")

@@ -86,7 +86,9 @@ def search_cmd(
     memory: MemoryOpt,
     state: StateOpt = None,
     config: ConfigOpt = None,
-    tau: Annotated[float | None, typer.Option(help="Score threshold (default from the config)")] = None,
+    tau: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Score threshold, a cosine in [-1, 1] (default: config)")
+    ] = None,
     top: Annotated[int | None, typer.Option(help="Show at most N photos")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: a list of hits")] = False,
 ) -> None:

@@ -14,7 +14,7 @@ from focuskit.core.box import parse_box_arg
 from focuskit.core.episode import Support, validate_supports
 from focuskit.core.errors import ConfigError
 from focuskit.core.image import image_format_for, load_image, save_image
-from focuskit.core.io import atomic_write_json
+from focuskit.core.io import atomic_write_json, check_output_file
 
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="matching | template | vlm")]
 ModelOpt = Annotated[str | None, typer.Option(help="VLM checkpoint (local path or hub id) for --engine vlm")]
@@ -63,6 +63,7 @@ def localize(
         raise ConfigError(f"got {len(support)} --support and {len(box)} --box: give exactly one box per support")
     if draw is not None:
         image_format_for(draw, what="drawing")
+        check_output_file(draw, option="--draw")
     supports = validate_supports([Support(p, parse_box_arg(b)) for p, b in zip(support, box, strict=True)])
     query_image = load_image(query, what="query image")
     localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
@@ -109,6 +110,8 @@ def evaluate_cmd(
     from focuskit.localizers import create_localizer
 
     shot_list = parse_shots(shots)
+    if out is not None:
+        check_output_file(out, option="--out")  # before the evaluation, not after it
     eps = load_episodes(episodes)
     if limit is not None:
         eps = eps[:limit]

@@ -7,17 +7,40 @@ and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from focuskit.core.errors import FocusError
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 class _FocusGroup(TyperGroup):
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Usage errors (unknown option, `--tau abc`, a missing `--query`) as one line and exit 2, not click's box."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("focuskit: error: aborted", err=True)
+            sys.exit(1)
+        except typer.TyperException as exc:  # typer's (vendored) click errors: UsageError, BadParameter, ...
+            code = int(getattr(exc, "exit_code", 2))
+            format_message = getattr(exc, "format_message", None)
+            message = _one_line(format_message() if callable(format_message) else str(exc))
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if code == 2 and ctx is not None else ""
+            typer.echo(f"focuskit: error: {message}{hint}", err=True)
+            sys.exit(code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except FocusError as exc:

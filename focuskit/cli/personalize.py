@@ -56,6 +56,9 @@ def _check_draw(input: Path, draw: Path | None) -> None:
 
     if draw is None:
         return
+    from focuskit.core.io import check_output_file
+
+    check_output_file(draw, option="--draw")
     if is_video(input):
         if draw.suffix.lower() != ".mp4":
             raise ConfigError(f"--draw for a video writes an MP4: give a .mp4 path, got {draw}")
@@ -76,9 +79,9 @@ def detect(
     """Find the memory's concepts in an image or a video."""
     from focuskit.personalize.video import detect_video, is_video
 
+    _check_draw(input, draw)  # before the memory and the models: a bad --draw costs nothing
     mem, cfg, detector = _setup(memory, config, tau)
     with mem:
-        _check_draw(input, draw)
         if is_video(input):
             result, _ = detect_video(
                 input, detector, sampling=_sampling(cfg, every_n, fps), output=draw, template=cfg.prompt,

@@ -7,9 +7,12 @@ copied into the user's cache directory) with a seeded demo concept, so one comma
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+
+if TYPE_CHECKING:
+    from focuskit.server.settings import ServerSettings
 
 
 def serve(
@@ -35,6 +38,14 @@ def serve(
     ] = None,
     no_index: Annotated[bool, typer.Option("--no-index", help="Do not update the library index at start")] = False,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option("--allow-host", help="Another name this server answers to in the Host header (repeatable)"),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allow-origin", help="Another origin (scheme://host:port) allowed to write (repeatable)"),
+    ] = None,
 ) -> None:
     """Start the web page and HTTP API (prints the URL); Ctrl-C stops it."""
     import dataclasses
@@ -75,18 +86,23 @@ def serve(
         port=port,
         token=token_from_env(token) or settings.token,
         index_on_start=settings.index_on_start and not no_index,
+        allow_hosts=[*settings.allow_hosts, *(allow_host or [])],
+        allow_origins=[*settings.allow_origins, *(allow_origin or [])],
         backend=backend_cfg,
     )
     run_server(settings, seed_demo=demo)
 
 
-def run_server(settings: object, *, seed_demo: bool = False) -> None:
-    """Build the app, print where it listens, and run uvicorn until interrupted."""
-    import uvicorn
+def run_server(settings: ServerSettings, *, seed_demo: bool = False) -> None:
+    """Bind the port, build the app, print where it listens, and serve (hypercorn) until interrupted."""
+    from focuskit.server.runner import bind_sockets, hypercorn_config, serve_app
+
+    config = hypercorn_config(settings.host, settings.port, header_timeout_s=settings.header_timeout_s)
+    sockets = bind_sockets(config, settings.host, settings.port)  # a busy port fails before the models load
 
     from focuskit.server.app import create_app
 
-    app = create_app(settings)  # type: ignore[arg-type]
+    app = create_app(settings)
     state = app.state.focuskit
     if seed_demo:
         from focuskit.library.demo import seed_demo_memory
@@ -100,7 +116,7 @@ def run_server(settings: object, *, seed_demo: bool = False) -> None:
     if s.token:
         typer.echo("focuskit: API requests need 'Authorization: Bearer <token>' (the page asks for it)")
     typer.echo(f"focuskit: serving on {s.url}", color=False)
-    uvicorn.run(app, host=s.host, port=s.port, log_level="warning", access_log=False)
+    serve_app(app, config, sockets)
 
 
 def register(app: typer.Typer) -> None:

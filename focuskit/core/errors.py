@@ -22,6 +22,10 @@ class ImageError(FocusError):
     """An image is missing, cannot be decoded, or is too large."""
 
 
+class ConceptNameError(FocusError):
+    """A concept name breaks the shared rule (`focuskit.core.names`): empty, too long, '/', '.', control chars."""
+
+
 class BoxError(FocusError):
     """A box is malformed, has zero area, or falls outside its image."""
 

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from focuskit.core.errors import ConfigError, DatasetError
+
 
 @functools.cache
 def _umask() -> int:
@@ -61,3 +63,98 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+# --- output paths, checked before the work starts ----------------------------------------------------------
+def _nearest_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists() or parent.is_symlink():
+            return parent
+    return Path(".")
+
+
+def _writable_folder(folder: Path, *, option: str, target: Path) -> None:
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {target}: {folder} is a file, not a folder, so nothing can be written under it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {target}: the folder {folder} is not writable")
+    # os.access says yes to root everywhere; a read-only mount or /proc still refuses: try for real.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".focuskit-write-check.", dir=folder)
+    except OSError as exc:
+        raise ConfigError(f"{option} {target}: cannot write in {folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_file(path: str | Path, *, option: str) -> Path:
+    """Refuse, before any work, an output file path that could not be written (a `ConfigError` naming `option`):
+    an existing folder, a path under a file (`FILE/x.json`), or a folder we may not write in. Creates nothing."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder: give a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    _writable_folder(_nearest_existing(parent), option=option, target=path)
+    return path
+
+
+def check_output_dir(path: str | Path, *, option: str) -> Path:
+    """Refuse, before any work, an output folder that could not be created or written (`ConfigError`)."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file: give a folder")
+    _writable_folder(_nearest_existing(path), option=option, target=path)
+    return path
+
+
+# --- reading user files: every decoding and parsing failure becomes a DatasetError naming the place ----------
+def _decode(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{where}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"
+        ) from None
+
+
+def read_text(path: str | Path, *, what: str = "file") -> str:
+    """The UTF-8 text of `path`; a `DatasetError` naming it when it is missing, a folder, unreadable or not UTF-8."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{what} {path} is a folder, expected a file") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return _decode(data, str(path))
+
+
+def iter_text_lines(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, str]]:
+    """(line number from 1, text) for each line of a UTF-8 file; a bad byte is reported with its line."""
+    path = Path(path)
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{what} {path} is a folder, expected a file") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            yield lineno, _decode(raw, f"{path}:{lineno}")
+
+
+def parse_json(text: str, *, where: str) -> Any:
+    """`json.loads` whose every failure is a `DatasetError` at `where`: syntax, an integer too long to convert
+    (Python's int max-str-digits limit), nesting too deep to parse (RecursionError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise DatasetError(f"{where}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise DatasetError(f"{where}: unreadable JSON value ({exc})") from None

@@ -21,7 +21,21 @@ from typing import Any
 from focuskit.core.box import Box
 from focuskit.core.episode import Episode, Support
 from focuskit.core.errors import BoxError, DatasetError
-from focuskit.core.io import atomic_open
+from focuskit.core.io import atomic_open, iter_text_lines, parse_json, read_text
+
+WHERE_ATTR = "_where"
+"""Attribute set on each episode read here: 'file:line (episode id)', for error messages (`episode_origin`). Not a
+dataclass field, so it is neither compared nor written back out."""
+
+
+def _mark(episode: Episode, where: str) -> Episode:
+    object.__setattr__(episode, WHERE_ATTR, where)
+    return episode
+
+
+def episode_origin(episode: Episode) -> str:
+    """Where an episode was read ('file:line (episode id)'), or just its id when it was built in code."""
+    return getattr(episode, WHERE_ATTR, None) or f"episode {episode.id!r}"
 
 
 def _resolve(base: Path, image: Any, where: str) -> Path:
@@ -36,7 +50,7 @@ def _box(value: Any, where: str) -> Box:
         raise DatasetError(f"{where}: 'box' must be [x1, y1, x2, y2], got {value!r}")
     try:
         return Box.from_xyxy([float(v) for v in value]).validate(where=where)
-    except (TypeError, ValueError, BoxError) as exc:
+    except (TypeError, ValueError, OverflowError, BoxError) as exc:
         raise DatasetError(f"{where}: {exc}") from None
 
 
@@ -63,36 +77,35 @@ def episode_from_record(record: Any, base: Path, where: str) -> Episode:
     meta = record.get("meta") or {}
     if not isinstance(meta, dict):
         raise DatasetError(f"{where}: 'meta' must be an object, got {meta!r}")
-    return Episode(
+    episode = Episode(
         id=str(record.get("id", where)),
         supports=tuple(supports),
         query_image=_resolve(base, q["image"], f"{where}, query"),
         query_box=qbox,
         meta=meta,
     )
+    return _mark(episode, where)
 
 
 def iter_jsonl_episodes(path: Path) -> Iterator[Episode]:
     base = path.parent
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if isinstance(record, dict) and "id" not in record:
+    for lineno, line in iter_text_lines(path, what="episode file"):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        record = parse_json(line, where=where)
+        if isinstance(record, dict):
+            if "id" not in record:
                 record["id"] = f"{path.stem}-{lineno}"
-            yield episode_from_record(record, base, where)
+            where = f"{where} (episode {str(record['id'])[:80]!r})"
+        yield episode_from_record(record, base, where)
 
 
 def _iploc_bbox(value: Any, where: str) -> Box:
     if isinstance(value, str):
         try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
+            value = ast.literal_eval(value.strip()[:1000])
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
             raise DatasetError(f"{where}: bbox {value!r} is not a list of four numbers") from None
     return _box(value, where)
 
@@ -101,10 +114,17 @@ def iploc_episode(entries: Any, base: Path, episode_id: str, where: str) -> Epis
     """One IPLoc episode: image/box pairs in order, the last pair is the query."""
     if isinstance(entries, dict):
         entries = [entries]
+    if not isinstance(entries, list):
+        raise DatasetError(f"{where}: an IPLoc episode is a list of entries, got {type(entries).__name__}")
     images: list[Any] = []
     boxes: list[Any] = []
     for e in entries:
-        if not isinstance(e, dict) or "image_path" not in e or "bbox" not in e:
+        if not isinstance(e, dict):
+            raise DatasetError(
+                f"{where}: IPLoc entries are objects with 'image_path' and 'bbox', got {type(e).__name__} "
+                f"{json.dumps(e)[:60]}"
+            )
+        if "image_path" not in e or "bbox" not in e:
             raise DatasetError(f"{where}: IPLoc entries need 'image_path' and 'bbox', got keys {sorted(e)!r}")
         ips = e["image_path"] if isinstance(e["image_path"], list) else [e["image_path"]]
         bbs = e["bbox"] if isinstance(e["bbox"], list) and not _is_flat_box(e["bbox"]) else [e["bbox"]]
@@ -120,13 +140,14 @@ def iploc_episode(entries: Any, base: Path, episode_id: str, where: str) -> Epis
         Support(_resolve(base, img, where), _iploc_bbox(b, f"{where}, image {i + 1}"))
         for i, (img, b) in enumerate(zip(images[:-1], boxes[:-1], strict=True))
     )
-    return Episode(
+    episode = Episode(
         id=episode_id,
         supports=supports,
         query_image=_resolve(base, images[-1], where),
         query_box=_iploc_bbox(boxes[-1], f"{where}, query"),
         meta={"source": "iploc"},
     )
+    return _mark(episode, f"{where} (episode {episode_id!r})")
 
 
 def _is_flat_box(value: list[Any]) -> bool:
@@ -134,10 +155,7 @@ def _is_flat_box(value: list[Any]) -> bool:
 
 
 def iter_iploc_episodes(path: Path) -> Iterator[Episode]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = parse_json(read_text(path, what="IPLoc episode file"), where=str(path))
     if not isinstance(data, list) or not data:
         raise DatasetError(f"{path}: an IPLoc file is a non-empty JSON list of entries")
     # A file is either one episode (list of entry dicts) or many (list of lists).

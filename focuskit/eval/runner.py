@@ -10,6 +10,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from focuskit.core.episode import Episode
+from focuskit.core.errors import FocusError
 from focuskit.eval.metrics import LocalizationSummary, episode_iou, summarize
 from focuskit.localizers.base import Localizer
 
@@ -27,6 +28,15 @@ class EvalResult:
             "skipped": {str(k): v for k, v in self.skipped.items()},
             "predictions": self.predictions,
         }
+
+
+def _at_episode(exc: FocusError, where: str) -> FocusError:
+    """The same kind of error, its message prefixed with the episode's file, line and id."""
+    message = f"{where}: {exc}"
+    try:
+        return type(exc)(message)
+    except TypeError:
+        return FocusError(message)
 
 
 def evaluate(
@@ -53,7 +63,12 @@ def evaluate(
         answers = batched([ep.with_shots(k) for ep in usable]) if callable(batched) else None
         for i, ep in enumerate(usable):
             sub = ep.with_shots(k)
-            pred = answers[i] if answers is not None else localizer.localize(sub.supports, sub.query_image)
+            try:
+                pred = answers[i] if answers is not None else localizer.localize(sub.supports, sub.query_image)
+            except FocusError as exc:
+                bar.close()  # the error starts on its own line, not glued to the bar
+                where = getattr(ep, "_where", None) or f"episode {ep.id!r}"  # set by the episode readers
+                raise _at_episode(exc, f"{where}, k={k}") from None
             score = episode_iou(pred.box, ep.query_box)
             preds.append(pred.box)
             truths.append(ep.query_box)

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 import focuskit
 from focuskit.server.errors import install_error_handlers
+from focuskit.server.guards import BodyDeadline, HostOriginGuard
 from focuskit.server.routes import concepts, inference, library, meta
 from focuskit.server.routes.meta import STATIC_DIR
 from focuskit.server.security import BodySizeLimit
@@ -50,7 +51,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.state.focuskit = state
     install_error_handlers(app)
+    # The last added runs first: Host/Origin are judged before any body byte is read, and the body's size and pace
+    # are enforced before routing (hence before the token is checked).
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes * settings.max_files + FORM_OVERHEAD_BYTES)
+    app.add_middleware(BodyDeadline, idle_s=settings.body_idle_timeout_s, total_s=settings.body_timeout_s)
+    app.add_middleware(
+        HostOriginGuard,
+        bind_host=settings.host,
+        allow_hosts=settings.allow_hosts,
+        allow_origins=settings.allow_origins,
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     try:
         from swagger_ui_bundle import swagger_ui_path

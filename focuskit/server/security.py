@@ -122,7 +122,9 @@ def decode_image(data: bytes, *, max_pixels: int, field: str, name: str = "") ->
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as probe:
             width, height = probe.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # Pillow refuses from the header alone: it is too large, not broken
+        raise ApiError(413, "image_too_large", f"{label}: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ApiError(
             422, "bad_image", f"{label} is not a decodable image (accepted: {', '.join(ALLOWED_FORMATS)})"
         ) from None

@@ -69,6 +69,18 @@ class ServerSettings:
     """Localizer engines `/localize` may use (the VLM engine loads a checkpoint: add 'vlm' explicitly)."""
     detector_tau: float | None = None
     """Detection threshold; None uses the detector's default."""
+    allow_hosts: list[str] = field(default_factory=list)
+    """Extra names the server answers to in the Host header (besides its bind address, localhost, 127.0.0.1, [::1]),
+    e.g. the machine's LAN name or the reverse proxy's public name."""
+    allow_origins: list[str] = field(default_factory=list)
+    """Extra origins (scheme://host[:port]) whose pages may write (POST/PATCH/DELETE) besides the server's own."""
+    header_timeout_s: float = 10.0
+    """A connection must deliver its request line and headers within this many seconds (also the keep-alive idle
+    limit between requests)."""
+    body_idle_timeout_s: float = 15.0
+    """A request body may pause at most this long between chunks."""
+    body_timeout_s: float = 300.0
+    """A request body must be complete within this many seconds of the request starting."""
     index_on_start: bool = True
     """Bring the library index up to date in the background when the server starts."""
     library: LibraryConfig = field(default_factory=LibraryConfig)
@@ -85,6 +97,9 @@ class ServerSettings:
         for name in ("max_upload_bytes", "max_files", "max_pixels", "thumbnail_size", "inference_slots"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_idle_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.token is not None and len(self.token) < 8:
             raise ConfigError(
                 "token must be at least 8 characters (it guards your photos); generate one with: "

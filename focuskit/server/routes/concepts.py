@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from focuskit.core.errors import ConceptNameError
+from focuskit.core.names import check_concept_name
 from focuskit.server.deps import app_state, json_field, parse_box, require_token
 from focuskit.server.errors import ApiError, NotFound
 from focuskit.server.imaging import image_response
@@ -50,11 +52,11 @@ def concept_json(request: Request, name: str) -> dict[str, Any]:
 
 
 def check_name(name: str) -> str:
-    """Names travel in URL paths here, so '/' (which would split the path) is refused; the memory checks the rest."""
-    clean = name.strip()
-    if "/" in clean:
-        raise ApiError(422, "invalid_request", f"a concept name may not contain '/', got {clean!r}")
-    return clean
+    """The shared name rule (`focuskit.core.names`): 422 naming what is wrong."""
+    try:
+        return check_concept_name(name)
+    except ConceptNameError as exc:
+        raise ApiError(422, "invalid_name", str(exc)) from None
 
 
 def _unknown(request: Request, name: str) -> NotFound:
@@ -127,7 +129,9 @@ async def create_concept(
                     409, "concept_exists", f"concept {clean!r} already exists: pick another name or send replace=true"
                 )
             report = state.memory.add(clean, views, boxes=view_boxes, context=context, replace=replace)
-        return concept_json(request, report.name)
+            # Answer with what was committed, read under the same lock: a DELETE racing this request waits for it,
+            # so the reply never contradicts the write (it used to 422 when the DELETE slipped in between).
+            return concept_json(request, report.name)
 
     return await run_in_threadpool(add)
 

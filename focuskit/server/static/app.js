@@ -30,9 +30,22 @@ function setStatus(text, kind = "") {
 
 class ApiError extends Error {}
 
+// The concept-name rule of focuskit/core/names.py (the server applies it too; this only answers sooner).
+function conceptNameError(raw) {
+  const name = raw.trim();
+  const rule = "1-200 characters, no '/' or '\\', not '.' or '..', no control characters";
+  if (!name) return `a concept name must be non-empty (${rule})`;
+  if (name.length > 200) return `a concept name may have at most 200 characters, got ${name.length}`;
+  if (name === "." || name === "..") return `a concept name may not be '${name}' (${rule})`;
+  for (const bad of ["/", "\\"]) if (name.includes(bad)) return `a concept name may not contain '${bad}' (${rule})`;
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return `a concept name may not contain control characters (${rule})`;
+  return null;
+}
+
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   if (state.token) headers.set("Authorization", `Bearer ${state.token}`);
+  headers.set("X-Focuskit", "1"); // the server refuses writes without it unless the Origin is its own
   const resp = await fetch(path, { ...options, headers });
   if (resp.status === 401) {
     $("#token-form").hidden = false;
@@ -191,6 +204,8 @@ async function togglePicker() {
 async function createConcept(ev) {
   ev.preventDefault();
   const name = $("#concept-name").value.trim();
+  const nameError = conceptNameError(name);
+  if (nameError) throw new ApiError(nameError);
   if (state.views.length === 0) throw new ApiError("add at least one photo first");
   const missing = state.views.filter((v) => !v.box).map((v) => v.label);
   if (missing.length) throw new ApiError(`draw a box on: ${missing.join(", ")}`);
@@ -248,6 +263,8 @@ async function refreshConcepts() {
 async function renameConcept(name) {
   const newName = prompt(`New name for "${name}"`, name);
   if (!newName || newName === name) return;
+  const nameError = conceptNameError(newName);
+  if (nameError) throw new ApiError(nameError);
   await apiJson(`/concepts/${encodeURIComponent(name)}`, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: newName }) });
   setStatus(`renamed "${name}" to "${newName}"`, "ok");
   await refreshConcepts();
