@@ -1,5 +1,8 @@
 """Benchmark: `matching` vs `template` on the built-in real-photo episodes, side by side in one run.
 
+`matching_before` is the matching engine as it was before the shared region matcher (MobileNetV2 s16, SSD only,
+3x3 layout bonus, no whole-image box, no view variants), kept so the change is measured in the same run.
+
 Reports, per engine and k in (1, 2, 4): mIoU (strict: a miss or a wrong "absent" scores 0), the fractions of absent
 queries rejected and of present ones wrongly rejected, and latency per query (supports embedded on first use, so
 this includes cold support encodes). Then the latency per query of a 640x480 query against 4 supports that are
@@ -32,7 +35,28 @@ from focuskit.data.realphotos import realphotos_episodes
 from focuskit.eval.metrics import summarize
 from focuskit.localizers import Localizer, create_localizer
 
-ENGINES = ("matching", "template")
+ENGINES = ("matching_before", "matching", "template")
+BEFORE = dict(
+    encoder_options={},
+    proposals=["ssd"],
+    max_proposals=100,
+    whole_image=False,
+    hflip=False,
+    zoom_out=[],
+    layout_weight=0.3,
+)
+
+
+def create_engine(name: str) -> Localizer:
+    if name == "matching_before":
+        from focuskit.localizers.matching import MatchingConfig, MatchingLocalizer
+
+        loc = MatchingLocalizer(MatchingConfig(**BEFORE))
+        loc.name = "matching_before"  # type: ignore[misc]
+        return loc
+    return create_localizer(name)
+
+
 SHOTS = (1, 2, 4)
 
 
@@ -102,7 +126,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results: dict[str, Any] = {"engines": {}}
     for name in ENGINES:
-        localizer = create_localizer(name)
+        localizer = create_engine(name)
         rows = run_engine(localizer, episodes, SHOTS)
         results["engines"][name] = {
             "by_k": rows,
@@ -132,16 +156,28 @@ def main() -> None:
         "opencv": cv2.__version__,
     }
 
+    b = results["engines"]["matching_before"]
+    results["matching_after_minus_before"] = {
+        str(x["k"]): {
+            "miou": round(x["miou"] - y["miou"], 4),
+            "absent_rejected": None
+            if x["absent_rejected"] is None
+            else round(x["absent_rejected"] - y["absent_rejected"], 4),
+        }
+        for x, y in zip(m["by_k"], b["by_k"], strict=True)
+    }
     print(f"{len(episodes)} real-photo episodes; torch threads {torch.get_num_threads()}, "
           f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs")  # fmt: skip
-    header = f"{'engine':9} {'k':>2} {'eps':>4} {'mIoU':>6} {'Acc@.5':>7} {'abs.rej':>8} {'pres.rej':>9} {'s/query':>8}"
+    header = (
+        f"{'engine':16} {'k':>2} {'eps':>4} {'mIoU':>6} {'Acc@.5':>7} {'abs.rej':>8} {'pres.rej':>9} {'s/query':>8}"
+    )
     print(header)
     for name in ENGINES:
         for r in results["engines"][name]["by_k"]:
             ab = "-" if r["absent_rejected"] is None else f"{100 * r['absent_rejected']:.0f}%"
             pr = "-" if r["present_rejected"] is None else f"{100 * r['present_rejected']:.0f}%"
             print(
-                f"{name:9} {r['k']:>2} {r['episodes']:>4} {r['miou']:>6.3f} {r['acc_at_50']:>7.3f} {ab:>8} {pr:>9} "
+                f"{name:16} {r['k']:>2} {r['episodes']:>4} {r['miou']:>6.3f} {r['acc_at_50']:>7.3f} {ab:>8} {pr:>9} "
                 f"{r['latency_s_mean']:>8.3f}"
             )
     print("mIoU matching / template: " + ", ".join(f"k={k}: {v}x" for k, v in ratios.items()))

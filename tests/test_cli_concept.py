@@ -51,7 +51,7 @@ def test_list_rename_context_show_remove(memory: Path, photos: dict[str, Path], 
     code, out = run("concept", "list", "--memory", memory, "--json")
     listing = json.loads(out)
     assert [c["name"] for c in listing["concepts"]] == ["motorbike", "cup"]
-    assert listing["encoder"] == "mobilenetv2-s16+s32" and listing["concepts"][0]["context"] == "my red Yamaha"
+    assert listing["encoder"] == "mobilenetv2+parts3w0.3" and listing["concepts"][0]["context"] == "my red Yamaha"
     assert listing["concepts"][0]["color"] != listing["concepts"][1]["color"]
     assert run("concept", "rename", "cup", "espresso cup", "--memory", memory)[0] == 0
     assert run("concept", "context", "espresso cup", "my morning cup", "--memory", memory)[0] == 0
@@ -69,7 +69,7 @@ def test_detect_on_images(memory: Path, photos: dict[str, Path], tmp_path: Path)
     code, out = run("detect", photos["motorcycle_right"], "--memory", memory, "--json")
     assert code == 0, out
     (det,) = json.loads(out)
-    assert det["concept"] == "motorbike" and len(det["box"]) == 4 and det["score"] >= 0.62
+    assert det["concept"] == "motorbike" and len(det["box"]) == 4 and det["score"] >= 0.56
     code, out = run("detect", photos["astronaut"], "--memory", memory, "--draw", tmp_path / "a.png")
     assert code == 0 and "no concept found" in out and (tmp_path / "a.png").is_file()
     code, out = run("detect", photos["motorcycle_right"], "--memory", memory, "--draw", tmp_path / "m.png")

@@ -18,6 +18,7 @@ from focuskit.core.episode import Support
 from focuskit.core.errors import BoxError, ConfigError, DatasetError, ImageError
 from focuskit.localizers import create_localizer
 from focuskit.localizers.matching import DEFAULT_TAU, MatchingConfig, MatchingLocalizer, grid_boxes
+from focuskit.matcher import DEFAULT_ENCODER_TAG
 from focuskit.models.encoders import FeatureMap
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def engine() -> MatchingLocalizer:
 def _variant(engine: MatchingLocalizer, **changes: Any) -> MatchingLocalizer:
     """The module's engine with other options, sharing its loaded encoder and detector (tests stay fast)."""
     loc = MatchingLocalizer(replace(engine.config, **changes), encoder=engine.encoder)
-    loc._proposer = engine._proposer_ssd()
+    loc.matcher._proposers = engine.matcher.proposers
     return loc
 
 
@@ -53,7 +54,7 @@ def test_finds_the_box_in_a_later_frame(engine: MatchingLocalizer) -> None:
     pred = engine.localize(_supports(BOX, ["box_f0000.jpg", "box_f0130.jpg"]), PHOTOS / "box_f0310.jpg")
     assert pred.box is not None and iou(pred.box, BOX["box_f0310.jpg"]) >= 0.6
     assert pred.score >= engine.tau
-    assert pred.meta["candidates"] > 0 and pred.meta["source"] in {"ssd", "similarity", "peaks"}
+    assert pred.meta["candidates"] > 0 and pred.meta["source"] in {"whole", "ssd", "windows", "similarity", "peaks"}
     assert pred.meta["support"] in (0, 1)
 
 
@@ -103,7 +104,9 @@ class CountingEncoder:
 def test_support_embeddings_are_cached_by_image_and_box(engine: MatchingLocalizer, tmp_path: Path) -> None:
     counting = CountingEncoder(engine.encoder)
     # Candidates do not matter here: cheap sliding windows instead of the detector.
-    loc = MatchingLocalizer(MatchingConfig(proposals=["windows"], fallback_proposals=[]), encoder=counting)  # type: ignore[arg-type]
+    # Without view variants (mirrored, zoomed out), each support image costs one encode.
+    cfg = MatchingConfig(proposals=["windows"], fallback_proposals=[], hflip=False, zoom_out=[])
+    loc = MatchingLocalizer(cfg, encoder=counting)  # type: ignore[arg-type]
     img = tmp_path / "s.jpg"
     shutil.copy(PHOTOS / "box_f0000.jpg", img)
     supports = [Support(img, BOX["box_f0000.jpg"]), Support(img, Box(300, 20, 590, 230))]
@@ -130,13 +133,15 @@ def test_cache_size_bounds_memory(engine: MatchingLocalizer) -> None:
 
 # --- candidates and scoring -------------------------------------------------------------------------------------------
 def test_fallback_sources_when_the_detector_finds_nothing(engine: MatchingLocalizer) -> None:
-    loc = MatchingLocalizer(MatchingConfig(ssd_threshold=0.99), encoder=engine.encoder)  # the detector finds nothing
+    # The detector finds nothing, so only the whole image is proposed, and it scores below fallback_below.
+    cfg = MatchingConfig(proposals=["ssd"], ssd_threshold=0.99, fallback_below=0.99)
+    loc = MatchingLocalizer(cfg, encoder=engine.encoder)
     pred = loc.localize(_supports(BOX, ["box_f0000.jpg"]), PHOTOS / "box_f0310.jpg")
     assert pred.meta["fallback"] is True and pred.meta["source"] in {"similarity", "peaks"}
     assert pred.box is not None and iou(pred.box, BOX["box_f0310.jpg"]) >= 0.4
-    none = MatchingLocalizer(MatchingConfig(ssd_threshold=0.99, fallback_proposals=[]), encoder=engine.encoder)
-    empty = none.localize(_supports(BOX, ["box_f0000.jpg"]), PHOTOS / "box_f0310.jpg")
-    assert empty.box is None and empty.meta["reason"] == "no candidate regions"
+    none = MatchingLocalizer(MatchingConfig(proposals=["similarity"], fallback_proposals=[]), encoder=engine.encoder)
+    pred = none.localize(_supports(BOX, ["box_f0000.jpg"]), PHOTOS / "box_f0310.jpg")
+    assert pred.meta["source"] == "similarity" and pred.meta["fallback"] is False
 
 
 def test_extra_instances_do_not_overlap(engine: MatchingLocalizer) -> None:
@@ -199,14 +204,15 @@ def test_default_tau_follows_the_encoder() -> None:
     assert create_localizer("matching", encoder="efficientnet_lite0").tau == DEFAULT_TAU["efficientnet_lite0"]
     assert create_localizer("matching", encoder="efficientnet_lite0", tau=0.3).tau == 0.3
     assert DEFAULT_TAU["mobilenetv2"] != DEFAULT_TAU["efficientnet_lite0"]
+    assert create_localizer("matching").tau == DEFAULT_TAU[DEFAULT_ENCODER_TAG]
 
 
 def test_config_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
-    path.write_text("tau: 0.7\nlayout_weight: 0.0\n")
+    path.write_text("tau: 0.7\nlayout_weight: 0.3\n")
     loc = create_localizer("matching", config=path, tau=0.6)
     assert isinstance(loc, MatchingLocalizer)
-    assert (loc.config.tau, loc.config.layout_weight) == (0.6, 0.0)
+    assert (loc.config.tau, loc.config.layout_weight) == (0.6, 0.3)
     path.write_text("tua: 0.7\n")
     with pytest.raises(ConfigError, match="unknown key 'tua'"):
         create_localizer("matching", config=path)

@@ -29,13 +29,11 @@ from focuskit.core.errors import ConfigError, DatasetError, ImageError, MemorySt
 from focuskit.core.image import load_image
 from focuskit.library.media import MediaFile, sample_frames, scan_media
 from focuskit.library.store import FileRecord, ItemRecord, ItemRow, LibraryStore
+from focuskit.matcher.config import DEFAULT_ENCODER_TAG, MatcherConfig, tau_for
 
-DEFAULT_TAU = 0.66
-"""Default cosine threshold for a proposal to count as the concept, for the memory's default encoder (MobileNetV2
-s16+s32 with mirrored and zoomed-out views). On the 39 shipped real photos (4 concepts taught from one photo each,
-`benchmarks/library.py`) other photos of the concept scored >= 0.69 and photos without it <= 0.65 (a different
-motorcycle; the other negatives <= 0.60), so 0.66 separates them there. Chosen on that small set: expect to tune it
-per library (`--tau`), and per encoder (cosines of DINOv2 features run higher)."""
+DEFAULT_TAU = tau_for(DEFAULT_ENCODER_TAG)
+"""The shared matcher's threshold for the memory's default encoder, so a search says "found" where `detect` and
+`localize` do. Expect to tune it per library (`--tau`), and per encoder (cosines of DINOv2 features run higher)."""
 
 
 @dataclass
@@ -45,11 +43,10 @@ class LibraryConfig:
     encoder: str = "mobilenetv2"
     """Encoder name for `create_encoder`; must be the one the concept memory embeds its views with."""
     encoder_options: dict[str, Any] = field(default_factory=dict)
-    proposers: list[str] = field(default_factory=lambda: ["ssd", "windows"])
-    """Proposal sources (`create_proposer` names); their boxes are merged."""
-    proposer_options: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {"windows": {"sizes": [0.3, 0.5, 0.75], "aspect_ratios": [0.5, 1.0, 2.0]}}
-    )
+    """Options of a built encoder are the memory's (the CLI and server pass its encoder); these apply otherwise."""
+    proposers: list[str] = field(default_factory=lambda: list(MatcherConfig().proposers))
+    """Proposal sources of the shared matcher (`focuskit.matcher.MatcherConfig`); their boxes are merged."""
+    proposer_options: dict[str, dict[str, Any]] = field(default_factory=lambda: MatcherConfig().proposer_options)
     max_proposals: int = 96
     """Boxes kept per photo: the whole photo and an equal share of each proposer's boxes (see `propose`)."""
     batch_size: int = 32
@@ -177,6 +174,7 @@ class LibraryIndex:
         self.store = LibraryStore(state_dir)
         self._encoder = encoder
         self._proposers = list(proposers) if proposers is not None else None
+        self._matcher: Any | None = None
         self._shards: dict[str, np.ndarray] = {}
         """Memory-mapped shards kept open between searches (opening one costs ~1 ms); pruned to the live ones."""
 
@@ -184,24 +182,33 @@ class LibraryIndex:
     def state_dir(self) -> Path:
         return self.store.state_dir
 
+    def matcher_config(self) -> MatcherConfig:
+        """The shared matcher's part of this library's options."""
+        c = self.config
+        return MatcherConfig(
+            encoder=c.encoder,
+            encoder_options=dict(c.encoder_options) or MatcherConfig().encoder_options,
+            proposers=list(c.proposers),
+            proposer_options={k: dict(v) for k, v in c.proposer_options.items()},
+            max_proposals=c.max_proposals,
+        )
+
+    @property
+    def matcher(self) -> Any:
+        """The shared `RegionMatcher` (built on first use: searching needs neither model)."""
+        if self._matcher is None:
+            from focuskit.matcher import RegionMatcher
+
+            self._matcher = RegionMatcher(self.matcher_config(), encoder=self._encoder, proposers=self._proposers)
+        return self._matcher
+
     @property
     def encoder(self) -> Any:
-        if self._encoder is not None and not hasattr(self._encoder, "encode"):
-            self._encoder = self._encoder()  # a factory: build the model only when indexing needs it
-        if self._encoder is None:
-            from focuskit.models.encoders import create_encoder
-
-            self._encoder = create_encoder(self.config.encoder, **self.config.encoder_options)
-        return self._encoder
+        return self.matcher.encoder
 
     @property
     def proposers(self) -> list[_Proposer]:
-        if self._proposers is None:
-            from focuskit.models.proposals import create_proposer
-
-            opts = self.config.proposer_options
-            self._proposers = [create_proposer(name, **opts.get(name, {})) for name in self.config.proposers]
-        return self._proposers
+        return self.matcher.proposers
 
     @property
     def encoder_tag(self) -> str | None:
@@ -305,29 +312,13 @@ class LibraryIndex:
         return FileRecord(**base, sha1=digest, items=tuple(items))
 
     def features(self, image: Image.Image, *, frame: int | None = None, time_s: float | None = None) -> ItemRecord:
-        """Proposals (detector boxes, windows, the whole image) and their embeddings for one image."""
-        boxes = self.propose(image)
-        fmap = self.encoder.encode(image)
-        return ItemRecord(frame, time_s, image.width, image.height, boxes.astype(np.float32), fmap.pool_boxes(boxes))
+        """The shared matcher's proposals (whole image, detector boxes, windows) and their embeddings for one image."""
+        boxes, emb = self.matcher.regions(image)
+        return ItemRecord(frame, time_s, image.width, image.height, boxes.astype(np.float32), emb)
 
     def propose(self, image: Image.Image) -> np.ndarray:
-        """(N, 4) boxes, N <= max_proposals: the whole image, then an equal share of each proposer's boxes (in its
-        own order, the detector's best first), then their leftovers; near-duplicates (IoU > 0.9) merged.
-
-        Shares matter: the SSD detector alone returns ~100 boxes on most photos, which would crowd out the windows
-        that cover objects no COCO class describes.
-        """
-        width, height = image.size
-        sources = []
-        for proposer in self.proposers:
-            b = np.clip(np.asarray(proposer.propose(image), dtype=np.float64).reshape(-1, 4), 0, [width, height] * 2)
-            sources.append(b[((b[:, 2] - b[:, 0]) >= 2) & ((b[:, 3] - b[:, 1]) >= 2)])
-        share = -(-(self.config.max_proposals - 1) // len(sources))
-        whole = np.array([[0.0, 0.0, width, height]])
-        boxes = np.concatenate([whole] + [s[:share] for s in sources] + [s[share:] for s in sources], 0)
-        # Rank = position, so among near-duplicates the earlier one (whole image, then shares) is kept.
-        keep = np.sort(nms(boxes, -np.arange(len(boxes), dtype=np.float64), 0.9))
-        return boxes[keep[: self.config.max_proposals]]
+        """(N, 4) boxes, N <= max_proposals (`RegionMatcher.propose`)."""
+        return self.matcher.propose(image)
 
     # --- search -------------------------------------------------------------------------------------------
     def search(

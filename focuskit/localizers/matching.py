@@ -1,16 +1,19 @@
 """`matching`: training-free localization by feature matching (PeKit's retrieval stage, as a localizer).
 
-Supports become region-pooled embeddings (the encoder's feature map averaged inside each box; every view is kept,
-not averaged away, so a side view and a top view of a mug both count). Candidate boxes in the query come from three
-sources: a class-agnostic detector (SSD-MobileNetV2 at a low threshold), regions grown from the dense similarity map
-between the query's feature cells and the supports, and boxes of the supports' relative size at a few scales and
-aspect ratios around that map's peaks. Each candidate is embedded the same way and scored against each support view:
-the cosine of the whole-box embeddings, mixed with a coarse layout term (cosines of a 3x3 grid of sub-boxes, which
-prefers boxes that frame the whole object over boxes around its most distinctive part). The best candidate wins;
-when its score is below `tau`, the answer is "not present".
+The engine is the shared `RegionMatcher` (focuskit/matcher) plus two things only an in-context engine can do:
 
-Support embeddings are cached by image identity and box, so a stream of queries against the same supports pays for
-the supports once.
+* candidates: the matcher's proposals (the whole image, SSD-MobileNetV2 at a low threshold and sliding windows, the
+  same boxes the photo library stores), and, only when no candidate reaches `tau`, boxes conditioned on the
+  supports (regions grown from the dense similarity map and support-sized boxes around its peaks). The library
+  cannot do the latter (its boxes are computed before any concept exists), so with the defaults a found object
+  gets the same box and score from `localize`, `detect` and library search; only a miss may differ.
+* scoring: the matcher's (best cosine of the region's pooled features over every support view, each view also
+  embedded mirrored and zoomed out, as the concept memory stores it); an optional coarse layout term (`layout_weight`,
+  cosines of a 3x3 grid of sub-boxes) needs the supports' feature maps, which the memory does not keep, so it is off
+  by default and there for experiments.
+
+The best candidate wins; when its score is below `tau`, the answer is "not present". Support embeddings are cached
+by image identity and box, so a stream of queries against the same supports pays for the supports once.
 """
 
 from __future__ import annotations
@@ -31,16 +34,16 @@ from focuskit.core.episode import ImageRef, Prediction, Support, validate_suppor
 from focuskit.core.errors import ConfigError
 from focuskit.core.image import load_image
 from focuskit.localizers.base import register_localizer
+from focuskit.matcher import DEFAULT_TAU, MatcherConfig, RegionMatcher
 from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
-from focuskit.models.proposals import Proposer, create_proposer
+from focuskit.models.proposals import create_proposer
 from focuskit.models.proposals.similarity import find_peaks, regions_from_similarity
 from focuskit.models.proposals.windows import boxes_around_points
 
-SOURCES = ("ssd", "similarity", "peaks", "windows")
-DEFAULT_TAU: dict[str, float] = {"mobilenetv2": 0.5, "efficientnet_lite0": 0.67}
-"""Absent thresholds measured on the built-in real-photo set with the default options (benchmarks/localize.py):
-each sits inside the gap between the highest absent-query and the lowest present-query score. Encoders not
-listed (dinov2, clip) get 0.5 until measured; set `tau` for them."""
+SOURCES = ("whole", "ssd", "windows", "similarity", "peaks")
+MATCHER_SOURCES = ("ssd", "windows")
+"""Sources proposed without the supports (the shared matcher's); 'similarity' and 'peaks' need the supports."""
+__all__ = ["DEFAULT_TAU", "MatchingConfig", "MatchingLocalizer", "SupportView", "create_matching", "grid_boxes"]
 
 
 @dataclass
@@ -49,15 +52,16 @@ class MatchingConfig:
 
     encoder: str = "mobilenetv2"
     """Feature encoder name (see `focuskit.models.encoders.list_encoders()`)."""
-    encoder_options: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for the encoder, e.g. {layer: s16} or {model: /path/to/dinov2} for hub encoders."""
+    encoder_options: dict[str, Any] = field(default_factory=lambda: dict(MatcherConfig().encoder_options))
+    """Extra keyword arguments for the encoder, e.g. {layer: s16} or {model: /path/to/dinov2} for hub encoders. The
+    default is the concept memory's and the library's, so the three surfaces agree."""
     input_size: int = 448
     """Longer image side fed to the encoder, in pixels. Larger finds smaller objects and costs quadratically more."""
     tau: float | None = None
     """Absent threshold on the best candidate's score; below it the answer is "not present". None: the value
     measured for the encoder on the built-in real photos (`DEFAULT_TAU`), since cosine scales differ by network."""
-    proposals: list[str] = field(default_factory=lambda: ["ssd"])
-    """Candidate sources, any of: ssd, similarity, peaks, windows."""
+    proposals: list[str] = field(default_factory=lambda: ["ssd", "windows"])
+    """Candidate sources, any of: ssd, windows (the shared matcher's, with the whole image), similarity, peaks."""
     fallback_proposals: list[str] = field(default_factory=lambda: ["similarity", "peaks"])
     """Sources tried only when the best candidate of `proposals` scores below `fallback_below`."""
     fallback_below: float | None = None
@@ -65,6 +69,14 @@ class MatchingConfig:
     ssd_threshold: float = 0.02
     """SSD score threshold; low on purpose, since the detector's class and confidence are not what is matched."""
     ssd_max_proposals: int = 100
+    max_proposals: int = 96
+    """Boxes kept from the matcher's sources (the whole image and an equal share of each)."""
+    whole_image: bool = True
+    """Propose the whole image too (as `detect` and the library do)."""
+    hflip: bool = False
+    """Also embed each support mirrored (the concept memory does what its `augment` says; the defaults agree)."""
+    zoom_out: list[float] = field(default_factory=lambda: [2.5])
+    """Also embed each support zoomed out by these factors (as the concept memory does)."""
     peaks: int = 3
     """Local maxima of the similarity map used by the 'similarity' and 'peaks' sources."""
     grow_levels: list[float] = field(default_factory=lambda: [0.5, 0.65, 0.8])
@@ -72,8 +84,9 @@ class MatchingConfig:
     peak_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.4, 2.0])
     """Sizes around peaks, relative to a support box's size as a fraction of its image."""
     peak_aspect_ratios: list[float] = field(default_factory=lambda: [0.6, 1.0, 1.6])
-    layout_weight: float = 0.3
-    """Weight of the 3x3 layout similarity in the score (0 = whole-box cosine only)."""
+    layout_weight: float = 0.0
+    """Weight of the 3x3 layout similarity in the score (0 = the shared matcher's score; above 0 `localize` no
+    longer agrees with `detect` and library search)."""
     layout_grid: int = 3
     min_box_size: float = 4.0
     """Candidates narrower or shorter than this many pixels are dropped."""
@@ -111,11 +124,17 @@ class MatchingConfig:
 
 @dataclass(frozen=True)
 class SupportView:
-    """One support, embedded: whole-box embedding (C,), layout grid (g*g, C), and box size relative to its image."""
+    """One support, embedded: its variants' embeddings (A, C) (original first, then mirrored and zoomed out, as the
+    memory stores them), the original's layout grid (g*g, C), and the box size relative to its image."""
 
-    embedding: np.ndarray
+    embeddings: np.ndarray
     grid: np.ndarray
     relative_size: tuple[float, float]
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The original view's embedding (C,)."""
+        return self.embeddings[0]
 
 
 def image_key(image: ImageRef | str) -> tuple[Any, ...]:
@@ -148,7 +167,7 @@ def grid_boxes(boxes_xyxy: np.ndarray, g: int) -> np.ndarray:
 
 
 class MatchingLocalizer:
-    """Feature-matching localizer; see the module docstring for the method."""
+    """Feature-matching localizer over the shared `RegionMatcher`; see the module docstring for the method."""
 
     name = "matching"
 
@@ -156,37 +175,54 @@ class MatchingLocalizer:
         self.config = config or MatchingConfig()
         cfg = self.config
         self.encoder = encoder or create_encoder(cfg.encoder, input_size=cfg.input_size, **cfg.encoder_options)
-        self.tau = cfg.tau if cfg.tau is not None else DEFAULT_TAU.get(cfg.encoder, 0.5)
+        self.matcher = RegionMatcher(self.matcher_config(cfg), encoder=self.encoder)
+        self.tau = self.matcher.tau
         """The absent threshold in use (the config's, or the encoder's measured default)."""
-        self._proposer: Proposer | None = None
         self._cache: OrderedDict[tuple[Any, ...], SupportView] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
 
-    # --- supports -------------------------------------------------------------------------------------------
-    def _proposer_ssd(self) -> Proposer:
-        if self._proposer is None:
-            cfg = self.config
-            self._proposer = create_proposer(
-                "ssd", score_threshold=cfg.ssd_threshold, max_proposals=cfg.ssd_max_proposals
-            )
-        return self._proposer
+    @staticmethod
+    def matcher_config(cfg: MatchingConfig) -> MatcherConfig:
+        """The shared matcher's part of this engine's options."""
+        return MatcherConfig(
+            encoder=cfg.encoder,
+            encoder_options=dict(cfg.encoder_options),
+            proposers=[p for p in MATCHER_SOURCES if p in cfg.proposals] or ["ssd"],
+            proposer_options={
+                "ssd": {"score_threshold": cfg.ssd_threshold, "max_proposals": cfg.ssd_max_proposals},
+                **MatcherConfig().proposer_options,
+            },
+            max_proposals=cfg.max_proposals,
+            whole_image=cfg.whole_image,
+            hflip=cfg.hflip,
+            zoom_out=list(cfg.zoom_out),
+            tau=cfg.tau,
+        )
 
-    def _embed_boxes(self, fm: FeatureMap, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Whole-box embeddings (N, C) and layout grids (N, g*g, C)."""
+    # --- supports -------------------------------------------------------------------------------------------
+    def _grid(self, fm: FeatureMap, boxes: np.ndarray) -> np.ndarray:
+        """Layout grids (N, g*g, C) of boxes."""
         g = self.config.layout_grid
-        whole = fm.pool_boxes(boxes)
-        grid = fm.pool_boxes(grid_boxes(boxes, g)).reshape(len(boxes), g * g, -1) if g > 1 else whole[:, None]
-        return whole, grid
+        return fm.pool_boxes(grid_boxes(boxes, g)).reshape(len(boxes), g * g, -1)
 
     def embed_supports(self, supports: Sequence[Support]) -> list[SupportView]:
         """Embed each support view, from the cache when its image and box were seen before.
 
         Boxes are assumed validated (`validate_supports`). Each distinct support image is encoded once per call,
-        even when several supports share it.
+        even when several supports share it (plus its mirrored and zoomed-out variants).
         """
+        cfg = self.config
         keys = [
-            (self.encoder.name, self.config.layout_grid, image_key(s.image), tuple(s.box.as_list(3))) for s in supports
+            (
+                self.encoder.name,
+                cfg.layout_grid,
+                cfg.hflip,
+                tuple(cfg.zoom_out),
+                image_key(s.image),
+                tuple(s.box.as_list(3)),
+            )
+            for s in supports
         ]
         found: dict[tuple[Any, ...], SupportView] = {}
         pending: dict[tuple[Any, ...], list[int]] = {}
@@ -199,14 +235,19 @@ class MatchingLocalizer:
                 self.cache_hits += 1
                 found[key] = cached
             else:
-                pending.setdefault(key[2], []).append(i)
+                pending.setdefault(key[4], []).append(i)
         for indices in pending.values():
             img = load_image(supports[indices[0]].image, what=f"support image {indices[0] + 1}")
             fm = self.encoder.encode(img)
-            whole, grid = self._embed_boxes(fm, np.stack([supports[i].box.to_array() for i in indices]))
+            boxes = np.stack([supports[i].box.to_array() for i in indices])
+            grids = self._grid(fm, boxes) if cfg.layout_weight > 0 else np.zeros((len(indices), 0, 0), np.float32)
+            clipped = [supports[i].box.clip(img.size) for i in indices]
+            variants = self.matcher.many_view_variants(img, clipped, fmap=fm)
             for j, i in enumerate(indices):
-                b = supports[i].box
-                view = SupportView(whole[j], grid[j], (b.width / img.width, b.height / img.height))
+                b = clipped[j]
+                view = SupportView(
+                    np.stack([v for _, v in variants[j]]), grids[j], (b.width / img.width, b.height / img.height)
+                )
                 found[keys[i]] = view
                 self.cache_misses += 1
                 self._remember(keys[i], view)
@@ -223,7 +264,7 @@ class MatchingLocalizer:
         self._cache.clear()
 
     # --- query ----------------------------------------------------------------------------------------------
-    def candidates(
+    def conditioned_candidates(
         self,
         image: Image.Image,
         fm: FeatureMap,
@@ -231,7 +272,8 @@ class MatchingLocalizer:
         views: Sequence[SupportView],
         sources: Sequence[str],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate boxes (N, 4) from `sources`, and the index of the source that proposed each (into `SOURCES`)."""
+        """Support-conditioned candidate boxes (N, 4) from `sources` (similarity, peaks; windows with the proposer's
+        own defaults), and the index of the source that proposed each (into `SOURCES`)."""
         cfg = self.config
         width, height = image.size
         parts: list[np.ndarray] = []
@@ -242,8 +284,6 @@ class MatchingLocalizer:
             parts.append(boxes)
             labels.append(np.full(len(boxes), SOURCES.index(source)))
 
-        if "ssd" in sources:
-            add("ssd", self._proposer_ssd().propose(image))
         if "similarity" in sources:
             add("similarity", regions_from_similarity(sim, image.size, max_peaks=cfg.peaks, levels=cfg.grow_levels))
         if "peaks" in sources:
@@ -257,13 +297,25 @@ class MatchingLocalizer:
                     points, sizes, image.size, scales=cfg.peak_scales, aspect_ratios=cfg.peak_aspect_ratios
                 ),
             )
-        if "windows" in sources:
-            add("windows", create_proposer("windows").propose(image))
+        for source in ("ssd", "windows"):
+            if source in sources:
+                add(
+                    source,
+                    self.matcher.proposers[self.matcher.config.proposers.index(source)].propose(image)
+                    if source in self.matcher.config.proposers
+                    else create_proposer(source).propose(image),
+                )
+        return self._clean(image, parts, labels)
+
+    def _clean(
+        self, image: Image.Image, parts: list[np.ndarray], labels: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not parts:
             return np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
-        boxes = np.concatenate(parts, axis=0)
+        width, height = image.size
+        boxes = np.clip(np.concatenate(parts, axis=0), 0, [width, height, width, height])
         source = np.concatenate(labels, axis=0)
-        boxes = np.clip(boxes, 0, [width, height, width, height])
+        cfg = self.config
         ok = ((boxes[:, 2] - boxes[:, 0]) >= cfg.min_box_size) & ((boxes[:, 3] - boxes[:, 1]) >= cfg.min_box_size)
         boxes, source = boxes[ok], source[ok]
         # Exact duplicates (the same region from two sources) are scored once; the first source keeps it.
@@ -274,16 +326,19 @@ class MatchingLocalizer:
     def score_boxes(
         self, fm: FeatureMap, boxes: np.ndarray, views: Sequence[SupportView]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (N,) of candidate boxes, and the index of the best-matching support view for each."""
+        """Scores (N,) of candidate boxes, and the index of the best-matching support for each."""
         if len(boxes) == 0:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        whole, grid = self._embed_boxes(fm, boxes)
-        support_whole = np.stack([v.embedding for v in views])  # (K, C)
-        support_grid = np.stack([v.grid for v in views])  # (K, g*g, C)
-        cos = whole @ support_whole.T  # (N, K)
+        emb = self.matcher.embed_regions(fm, boxes)
+        per = [len(v.embeddings) for v in views]
+        owner = np.repeat(np.arange(len(views)), per)
+        cos_all = emb @ np.concatenate([v.embeddings for v in views]).T  # (N, sum A)
+        cos = np.full((len(boxes), len(views)), -np.inf, dtype=cos_all.dtype)
+        np.maximum.at(cos.T, owner, cos_all.T)  # best variant per support
         w = self.config.layout_weight
         if w > 0:
-            layout = np.einsum("ngc,kgc->nk", grid, support_grid, optimize=True) / grid.shape[1]
+            grid = self._grid(fm, boxes)
+            layout = np.einsum("ngc,kgc->nk", grid, np.stack([v.grid for v in views]), optimize=True) / grid.shape[1]
             cos = (1 - w) * cos + w * layout
         best_view = cos.argmax(1)
         return cos[np.arange(len(boxes)), best_view], best_view
@@ -292,15 +347,29 @@ class MatchingLocalizer:
         supports = validate_supports(supports)
         views = self.embed_supports(supports)
         image = load_image(query_image, what="query image")
-        fm = self.encoder.encode(image)
-        sim = fm.similarity(np.stack([v.embedding for v in views])).max(axis=0)
         cfg = self.config
-        boxes, source = self.candidates(image, fm, sim, views, cfg.proposals)
+        primary = [p for p in cfg.proposals if p in MATCHER_SOURCES]
+        if primary:
+            fm, boxes, names = self.matcher.encode_and_propose(image)
+            boxes, source = self._clean(image, [boxes], [np.array([SOURCES.index(n) for n in names], np.int64)])
+        else:
+            fm = self.encoder.encode(image)
+            boxes, source = np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
         scores, best_view = self.score_boxes(fm, boxes, views)
+        conditioned = [p for p in cfg.proposals if p not in MATCHER_SOURCES]
+        sim: np.ndarray | None = None
+        if conditioned:
+            sim = fm.similarity(np.stack([v.embedding for v in views])).max(axis=0)
+            more, more_source = self.conditioned_candidates(image, fm, sim, views, conditioned)
+            more_scores, more_view = self.score_boxes(fm, more, views)
+            boxes, source = np.concatenate([boxes, more]), np.concatenate([source, more_source])
+            scores, best_view = np.concatenate([scores, more_scores]), np.concatenate([best_view, more_view])
         fallback_below = self.tau if cfg.fallback_below is None else cfg.fallback_below
         fell_back = bool(cfg.fallback_proposals) and (len(boxes) == 0 or float(scores.max()) < fallback_below)
         if fell_back:
-            more, more_source = self.candidates(image, fm, sim, views, cfg.fallback_proposals)
+            if sim is None:
+                sim = fm.similarity(np.stack([v.embedding for v in views])).max(axis=0)
+            more, more_source = self.conditioned_candidates(image, fm, sim, views, cfg.fallback_proposals)
             more_scores, more_view = self.score_boxes(fm, more, views)
             boxes, source = np.concatenate([boxes, more]), np.concatenate([source, more_source])
             scores, best_view = np.concatenate([scores, more_scores]), np.concatenate([best_view, more_view])

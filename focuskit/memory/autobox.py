@@ -102,7 +102,10 @@ def _distinctiveness(fmap: FeatureMap, embeddings: np.ndarray) -> np.ndarray:
     unit = fmap.unit
     ring = np.concatenate([unit[:, 0, :], unit[:, -1, :], unit[:, :, 0], unit[:, :, -1]], axis=1).mean(1)
     ring = ring / max(float(np.linalg.norm(ring)), 1e-12)
-    return np.clip(1.0 - embeddings @ ring.astype(np.float32), 0.0, 1.0)
+    # Part-aware embeddings (models/encoders/parts.py) start with the whole-box part: compare that with the ring.
+    whole = embeddings[:, : unit.shape[0]]
+    whole = whole / np.maximum(np.linalg.norm(whole, axis=1, keepdims=True), 1e-12)
+    return np.clip(1.0 - whole @ ring.astype(np.float32), 0.0, 1.0)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from focuskit.core.errors import ConfigError
+from focuskit.matcher.config import MatcherConfig
 from focuskit.search.config import IndexConfig
 
 if TYPE_CHECKING:
@@ -30,9 +31,10 @@ class EncoderSpec:
 
 
 DEFAULT_ENCODER_NAME = "mobilenetv2"
-DEFAULT_ENCODER_OPTIONS: dict[str, Any] = {"layer": "s16+s32"}
-"""PeKit's default: MobileNetV2 stride-16 parts + stride-32 semantics. On the sample set it separated positives from
-negatives (min 0.65 vs max 0.57 cosine) where stride-16 alone overlapped (0.44 vs 0.60)."""
+DEFAULT_ENCODER_OPTIONS: dict[str, Any] = dict(MatcherConfig().encoder_options)
+"""The shared region matcher's default (`focuskit.matcher.MatcherConfig`), so `detect`, `localize` and library
+search embed alike: MobileNetV2 stride 16 with the whole box + 3x3 layout grid in one vector. (The former s16+s32
+whole-box default separated the sample set too, but lost 0.03-0.08 mIoU as the localizer's embedding.)"""
 
 
 def default_encoder_spec() -> EncoderSpec:
@@ -63,8 +65,9 @@ class AugmentConfig:
     default s16+s32 features the gain is small).
     """
 
-    hflip: bool = True
-    zoom_out: list[float] = field(default_factory=lambda: [2.5])
+    hflip: bool = MatcherConfig.hflip
+    """Default: the shared matcher's (off; see `focuskit.matcher.MatcherConfig.hflip`)."""
+    zoom_out: list[float] = field(default_factory=lambda: list(MatcherConfig().zoom_out))
 
     def __post_init__(self) -> None:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]

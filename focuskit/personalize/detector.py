@@ -10,11 +10,12 @@ Two detectors behind one protocol:
   concept, localize it with its stored views as supports. Slower (one call per concept) but uses the engine's own
   notion of presence.
 
-Default `tau`: 0.62 for the default encoder (MobileNetV2 s16+s32 with mirrored and zoomed-out views). On the sample
-set (`focuskit.personalize.samples`: 7 real positives, 20 real negatives across 3 concepts) the best cosine of the
-true concept ranged 0.65-0.98 on positives and stayed <= 0.57 on negatives; 0.62 sits in that gap (see
-docs/personalize.md for the sweep). PeKit's 0.75 is for DINOv2 ViT-L features, whose cosines run higher: set `tau`
-per encoder.
+Proposals, region embeddings and scores are the shared `RegionMatcher`'s (focuskit/matcher), the same as the
+`matching` localizer's and the photo library's, so a concept found by `detect` gets the box and score that
+`localize` (with the concept's stored views as supports) and library search give. Default `tau`: the matcher's value
+for the memory's default encoder (`focuskit.matcher.DEFAULT_TAU`: 0.56, see docs/personalize.md for the sweep); a
+memory built with another encoder wants its own (0.62 for the former s16+s32 default). PeKit's 0.75 is for DINOv2
+ViT-L features, whose cosines run higher: set `tau` per encoder.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from focuskit.core.episode import Prediction, Support
 from focuskit.core.errors import ConfigError
 from focuskit.core.image import ImageInput, load_image
 from focuskit.localizers.base import Localizer
+from focuskit.matcher import MatcherConfig, RegionMatcher
+from focuskit.matcher.config import DEFAULT_ENCODER_TAG, tau_for
 from focuskit.memory.store import ConceptMemory
 from focuskit.models.proposals import Proposer
 
-DEFAULT_TAU = 0.62
+DEFAULT_TAU = tau_for(DEFAULT_ENCODER_TAG)
+"""The matcher's threshold for the memory's default encoder (MobileNetV2 s16 with the 3x3 layout grid)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,8 @@ class DetectorConfig:
     max_per_concept: int = 1
     """Boxes kept per concept and image: 1 for personal objects (there is one Bruno), more for e.g. a brand logo."""
     whole_image: bool = True
-    """Also score the whole image as a proposal (close-ups, where the object fills the frame)."""
+    """Also score the whole image as a proposal (close-ups, where the object fills the frame); the shared matcher
+    always proposes it, so turning this off makes `detect` differ from `localize` and library search."""
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.tau <= 1.0:
@@ -91,21 +96,22 @@ class ConceptDetector:
         *,
         config: DetectorConfig | None = None,
         proposer: Proposer | None = None,
+        matcher_config: MatcherConfig | None = None,
     ) -> None:
         self.memory = memory
         self.config = config or DetectorConfig()
-        self._proposer = proposer
-
-    @property
-    def proposer(self) -> Proposer:
-        return self._proposer or self.memory.proposer
+        self.matcher = RegionMatcher(
+            matcher_config or MatcherConfig(),
+            encoder=lambda: memory.encoder,
+            proposers=None if proposer is None else [proposer],
+        )
+        """The shared matcher, embedding with the memory's encoder (whatever it is: its embeddings are tagged)."""
 
     def _score(self, img: Image.Image, concepts: Sequence[str] | None) -> _Scored:
-        boxes = np.asarray(self.proposer.propose(img), dtype=np.float64).reshape(-1, 4)
-        if self.config.whole_image:
-            boxes = np.concatenate([boxes, [[0.0, 0.0, float(img.width), float(img.height)]]])
-        boxes = boxes[(boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)]
-        embeddings = self.memory.encoder.encode(img).pool_boxes(boxes)
+        fmap, boxes, sources = self.matcher.encode_and_propose(img)
+        if not self.config.whole_image:
+            boxes = boxes[np.array([s != "whole" for s in sources], dtype=bool)]
+        embeddings = self.matcher.embed_regions(fmap, boxes)
         matched = self.memory.match(embeddings, top_k=self.config.top_k)
         names, scores = matched.names, matched.scores
         if concepts is not None:

@@ -55,10 +55,19 @@ def list_encoders() -> list[str]:
 def create_encoder(name: str = "mobilenetv2", **kwargs: Any) -> Encoder:
     """Build an encoder by name. kwargs go to its constructor (`layer`, `input_size`, `model`, `model_config` ...).
 
+    `parts=g` (with `part_weight`, default 0.3, and `part_channels`) wraps it in a `PartsEncoder`: region embeddings
+    become the whole box plus a g x g layout grid in one vector (see `focuskit.models.encoders.parts`).
+
     Raises `ConfigError` for an unknown name or option, `ModelError` when its weights package is not installed.
     """
     if name not in _BUILDERS:
         raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(list_encoders())}")
+    parts = {k: kwargs.pop(k) for k in ("parts", "part_weight", "part_channels") if k in kwargs}
+    if parts:
+        from focuskit.models.encoders.parts import PartsEncoder
+
+        grid = parts.pop("parts", 3)
+        return PartsEncoder(create_encoder(name, **kwargs), grid=int(grid), **parts)
     try:
         return _BUILDERS[name](**kwargs)
     except TypeError as exc:
