@@ -6,6 +6,8 @@ and the same scoring, and differs only in how a region becomes an embedding:
 * reference side: the supports' boxes pooled from their image's map (`box`), GrabCut masks of those boxes pooled
   (`mask`), or each support re-embedded from a crop around its box resized to the encoder's working size (`crop`,
   pooled inside the box there), or crop only for regions covering fewer than 16 cells of the full map (`auto`);
+* "box then mask re-rank": candidates found and ranked with the box prototype, the best 8 re-scored as GrabCut
+  masks against the mask prototype (the mask only judges, the box finds);
 * query side: candidates are tiled windows plus windows of the supports' sizes around the 5 peaks of the
   prototype's similarity map; each is scored by the cosine of its box-pooled embedding with the prototype (the mean
   of the reference embeddings). Then the 8 best candidates are re-scored the variant's way (`box`: unchanged;
@@ -17,7 +19,12 @@ Measured per variant:
 * localization on present queries: mean IoU of the best candidate with the true box, and the share at IoU >= 0.5;
   also on the "small" subset (true box under 64 cells of the stride-16 map, i.e. under ~1/40 of a 448 px image).
 
+Small objects: with `--grid DIR` every present query is shrunk into one tile of a 3x3 grid of photos from other
+sources (its absent twin has another photo in that tile), so the object covers 1/9 of its area, and the window
+sizes around the similarity peaks are scaled down by the same factor for every variant.
+
     python benchmarks/mask_pooling.py     # prints a table, writes benchmarks/results/mask_pooling.json
+    python benchmarks/mask_pooling.py --grid /tmp/grid --out benchmarks/results/mask_pooling_small.json
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ VARIANTS = [  # (name, reference side, query re-scoring, answer box from the win
     ("box / mask", "box", "mask", False),
     ("box / box, box from mask", "box", "box", True),
     ("mask / mask, box from mask", "mask", "mask", True),
+    ("box then mask re-rank", "box+mask", "mask", False),
     ("crop / box", "crop", "box", False),
     ("crop / crop", "crop", "crop", False),
     ("auto / auto", "auto", "auto", False),
@@ -73,7 +81,8 @@ def auroc(pos: list[float], neg: list[float]) -> float:
 
 
 class Bench:
-    def __init__(self) -> None:
+    def __init__(self, scales: tuple[float, ...] = (0.6, 0.8, 1.0, 1.25)) -> None:
+        self.scales = scales
         self.encoder = create_encoder("mobilenetv2")
         self.segmenter = create_segmenter("grabcut")
         self.windows = WindowProposer()
@@ -104,21 +113,31 @@ class Bench:
         gh, gw = sim.shape
         flat = np.argsort(-sim.ravel())[:5]
         pts = np.stack([(flat % gw + 0.5) * img.width / gw, (flat // gw + 0.5) * img.height / gh], 1)
-        around = boxes_around_points(
-            pts, support_sizes, img.size, scales=(0.6, 0.8, 1.0, 1.25), aspect_ratios=(0.7, 1, 1.4)
-        )
+        around = boxes_around_points(pts, support_sizes, img.size, scales=self.scales, aspect_ratios=(0.7, 1, 1.4))
         boxes = np.concatenate([self.windows.propose(img), around])
         boxes = boxes[(boxes[:, 2] - boxes[:, 0] >= 4) & (boxes[:, 3] - boxes[:, 1] >= 4)]
         return boxes, fmap.pool_boxes(boxes) @ proto
 
 
-def answer(bench: Bench, q: str, proto: np.ndarray, sizes: np.ndarray, query_how: str, refine: bool):
-    """The best candidate box in query image `q` and its score, re-scored the variant's way."""
+def answer(
+    bench: Bench,
+    q: str,
+    proto: np.ndarray,
+    sizes: np.ndarray,
+    query_how: str,
+    refine: bool,
+    rescore_proto: np.ndarray | None = None,
+):
+    """The best candidate box in query image `q` and its score, re-scored the variant's way.
+
+    Candidates are found and ranked with `proto`; the top ones are re-scored against `rescore_proto` (default
+    `proto`), so a box prototype can find candidates and a mask prototype judge them.
+    """
     boxes, scores = bench.candidates(q, proto, sizes)
     top = np.argsort(-scores)[:TOP_K]
     if query_how != "box":
         scores = scores.copy()
-        scores[top] = bench.embed(q, boxes[top], query_how) @ proto
+        scores[top] = bench.embed(q, boxes[top], query_how) @ (proto if rescore_proto is None else rescore_proto)
     best = int(top[np.argmax(scores[top])])
     box = boxes[best]
     if refine:
@@ -126,23 +145,28 @@ def answer(bench: Bench, q: str, proto: np.ndarray, sizes: np.ndarray, query_how
     return box, float(scores[best])
 
 
-def run(bench: Bench, episodes: list[Any], cross: bool) -> dict[str, Any]:
+def run(bench: Bench, episodes: list[Any], cross: bool, only: set[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     queries = sorted({str(e.query_image) for e in episodes})
     for name, ref_how, query_how, refine in VARIANTS:
+        if only is not None and name not in only:
+            continue
         t0 = time.perf_counter()
         rows, cross_neg = [], []
         for ep in episodes:
             by_image: dict[str, list[int]] = {}
             for i, s in enumerate(ep.supports):
                 by_image.setdefault(str(s.image), []).append(i)
-            emb = np.zeros((ep.k, bench.encoder.dim), dtype=np.float32)
-            for path, idx in by_image.items():
-                emb[idx] = bench.embed(path, np.array([ep.supports[i].box.to_xyxy() for i in idx]), ref_how)
-            proto = l2_normalize(emb.mean(0))
+            protos = []
+            for how in ref_how.split("+"):
+                emb = np.zeros((ep.k, bench.encoder.dim), dtype=np.float32)
+                for path, idx in by_image.items():
+                    emb[idx] = bench.embed(path, np.array([ep.supports[i].box.to_xyxy() for i in idx]), how)
+                protos.append(l2_normalize(emb.mean(0)))
+            proto, rescore = protos[0], protos[-1]
             q = str(ep.query_image)
             sizes = np.array([[s.box.width, s.box.height] for s in ep.supports])
-            box, score = answer(bench, q, proto, sizes, query_how, refine)
+            box, score = answer(bench, q, proto, sizes, query_how, refine, rescore)
             truth = ep.query_box
             rows.append(
                 {
@@ -159,7 +183,7 @@ def run(bench: Bench, episodes: list[Any], cross: bool) -> dict[str, Any]:
                 own = {family(str(s.image)) for s in ep.supports} | {family(q)}
                 for other in queries:
                     if family(other) not in own:
-                        cross_neg.append(answer(bench, other, proto, sizes, query_how, False)[1])
+                        cross_neg.append(answer(bench, other, proto, sizes, query_how, False, rescore)[1])
         pos = [r["score"] for r in rows if r["present"]]
         neg = [r["score"] for r in rows if not r["present"]]
         ious = [r["iou"] for r in rows if r["present"]]
@@ -202,11 +226,51 @@ def run(bench: Bench, episodes: list[Any], cross: bool) -> dict[str, Any]:
     return out
 
 
+def grid_episodes(episodes: list[Any], folder: Path) -> list[Any]:
+    """Small-object episodes: each present query shrunk into one tile of a 3x3 grid of other sources' photos.
+
+    The object then covers 1/9 of its former area (as if three times farther away), on real photos around it; the
+    same grid with that tile replaced by one more other-source photo is the matching absent query.
+    """
+    from dataclasses import replace
+
+    from focuskit.core.box import Box
+
+    folder.mkdir(parents=True, exist_ok=True)
+    queries = sorted({str(e.query_image) for e in episodes})
+    out = []
+    for n, ep in enumerate(e for e in episodes if e.query_box is not None):
+        own = {family(str(s.image)) for s in ep.supports} | {family(str(ep.query_image))}
+        others = [q for q in queries if family(q) not in own]
+        q = load_image(ep.query_image)
+        tw, th = q.width // 3, q.height // 3
+        slot = n % 9
+        fillers = [others[(n + j) % len(others)] for j in range(9)]
+        for present in (True, False):
+            canvas = Image.new("RGB", (3 * tw, 3 * th))
+            for j in range(9):
+                src = q if (present and j == slot) else load_image(fillers[j])
+                canvas.paste(src.resize((tw, th), Image.Resampling.BILINEAR), ((j % 3) * tw, (j // 3) * th))
+            path = folder / f"{ep.id}-{'present' if present else 'absent'}.jpg"
+            canvas.save(path, quality=92)
+            box = None
+            if present:
+                sx, sy = tw / q.width, th / q.height
+                ox, oy = (slot % 3) * tw, (slot // 3) * th
+                b = ep.query_box
+                box = Box(ox + b.x1 * sx, oy + b.y1 * sy, ox + b.x2 * sx, oy + b.y2 * sy)
+            out.append(replace(ep, id=f"{ep.id}-grid-{'present' if present else 'absent'}", query_image=path,
+                               query_box=box))  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--limit", type=int, default=None, help="only the first N episodes (a quick check)")
     ap.add_argument("--no-cross", action="store_true", help="skip the cross-concept negatives (faster)")
+    ap.add_argument("--only", default=None, help="comma-separated variant names to run (default: all)")
+    ap.add_argument("--grid", type=Path, default=None, help="run the small-object (3x3 grid) episodes, written here")
     args = ap.parse_args()
     episodes = load_episodes(realphotos_episodes())
     if args.limit:  # a quick check: some present and some absent episodes
@@ -214,8 +278,14 @@ def main() -> None:
             e for e in episodes if e.query_box is None
         ][: args.limit]
     print(f"{len(episodes)} episodes ({sum(e.query_box is None for e in episodes)} absent), top-{TOP_K} re-scored")
-    results = {"encoder": "mobilenetv2 s16", "segmenter": "grabcut (defaults)", "top_k": TOP_K,
-               "variants": run(Bench(), episodes, not args.no_cross)}  # fmt: skip
+    only = set(args.only.split(",")) if args.only else None
+    bench = Bench()
+    if args.grid is not None:
+        episodes = grid_episodes(episodes, args.grid)
+        bench = Bench(scales=(0.25, 0.33, 0.45, 0.6))  # the objects are a third of the supports' size now
+        print(f"grid: {len(episodes)} small-object episodes in {args.grid}")
+    variants = run(bench, episodes, not args.no_cross and args.grid is None, only)
+    results = {"encoder": "mobilenetv2 s16", "segmenter": "grabcut (defaults)", "top_k": TOP_K, "variants": variants}
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
 
