@@ -151,3 +151,37 @@ def test_id_count_must_match() -> None:
 def test_bad_index_config(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         IndexConfig(**kwargs)
+
+
+def test_compressed_regime_reranks_with_the_exact_vectors_of_its_source() -> None:
+    x = unit(3000, 64, seed=4)
+    calls = []
+
+    def source(ids: np.ndarray) -> np.ndarray:
+        calls.append(len(ids))
+        return x[ids]
+
+    cfg = IndexConfig(exact_max=1000, nlist=8, nprobe=8, reduce_dim=16, quantizer="PQ8", rerank=20)
+    index = FaissIndex(64, cfg, source=source)
+    index.add(x, np.arange(3000))
+    assert index.approximate and index._own is None  # compressed: no float copy kept
+    q = near(x[:50], 0.05)
+    scores, ids = index.search(q, 3)
+    assert calls and (ids[:, 0] == np.arange(50)).mean() >= 0.95
+    exact = np.einsum("nd,nkd->nk", q, x[ids])
+    np.testing.assert_allclose(scores, exact, atol=1e-5)  # exact cosines, not code estimates
+    assert index.remove(np.arange(10)) == 10 and len(index) == 2990
+    assert not np.isin(index.search(x[:10], 5)[1], np.arange(10)).any()
+
+
+def test_compressed_index_without_source_keeps_its_own_copy_across_save_and_load(tmp_path: Path) -> None:
+    x = unit(2500, 32, seed=6)
+    cfg = IndexConfig(exact_max=1000, nlist=8, nprobe=8, reduce_dim=8, quantizer="PQ4")
+    index = FaissIndex(32, cfg)
+    index.add(x, np.arange(2500) + 7)
+    index.save(tmp_path / "i.zip")
+    loaded, _ = FaissIndex.load(tmp_path / "i.zip", cfg)
+    for idx in (index, loaded):
+        scores, ids = idx.search(x[:40], 1)
+        assert (ids[:, 0] == np.arange(40) + 7).all()
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)

@@ -178,3 +178,11 @@ def test_killed_during_the_first_format_write_leaves_no_memory(tmp_path: Path) -
     with ConceptMemory(target) as mem:  # a later open creates it there
         assert mem.names() == []
     assert format_of(target) == {"format": "focuskit-concept-memory", "version": 1}
+
+
+def test_config_modules_import_no_torch_and_no_faiss() -> None:
+    code = (
+        "import sys; import focuskit.memory.config, focuskit.search.config, focuskit.core.state; "
+        "bad = [m for m in ('torch', 'faiss') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -1,33 +1,35 @@
-"""Persistent concept memory: named concepts, their reference views and embeddings, over a vector index."""
+"""Persistent concept memory: named concepts, their reference views and embeddings, over a vector index.
 
-from focuskit.memory.index import FaissIndex, IndexConfig, VectorIndex
-from focuskit.memory.store import (
-    AddReport,
-    AugmentConfig,
-    ConceptInfo,
-    ConceptMemory,
-    ConceptScores,
-    EncoderSpec,
-    MemoryConfig,
-    ProposerSpec,
-    StoredView,
-    ViewReport,
-    open_memory,
-)
+Names are imported on first use (PEP 562), so `import focuskit.memory.config` stays light: no torch, no FAISS.
+"""
 
-__all__ = [
-    "AddReport",
-    "AugmentConfig",
-    "ConceptInfo",
-    "ConceptMemory",
-    "ConceptScores",
-    "EncoderSpec",
-    "FaissIndex",
-    "IndexConfig",
-    "MemoryConfig",
-    "ProposerSpec",
-    "StoredView",
-    "VectorIndex",
-    "ViewReport",
-    "open_memory",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "FaissIndex": "focuskit.search.index",
+    "VectorIndex": "focuskit.search.index",
+    "IndexConfig": "focuskit.search.config",
+    "AugmentConfig": "focuskit.memory.config",
+    "EncoderSpec": "focuskit.memory.config",
+    "MemoryConfig": "focuskit.memory.config",
+    "ProposerSpec": "focuskit.memory.config",
+    "AddReport": "focuskit.memory.results",
+    "ConceptInfo": "focuskit.memory.results",
+    "ConceptScores": "focuskit.memory.results",
+    "StoredView": "focuskit.memory.results",
+    "ViewReport": "focuskit.memory.results",
+    "ConceptMemory": "focuskit.memory.store",
+    "open_memory": "focuskit.memory.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'focuskit.memory' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)
+
+
+__all__ = sorted(_WHERE)

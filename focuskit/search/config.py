@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from focuskit.core.errors import ConfigError
@@ -9,7 +10,12 @@ from focuskit.core.errors import ConfigError
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How the FAISS index is built. Defaults suit 1 to 1M views of a few hundred to a few thousand dims."""
+    """How the FAISS index is built. Defaults suit 1 to 1M+ vectors of a few hundred to a few thousand dims.
+
+    Below `exact_max` vectors the index is exact. Past it, vectors are rotated by PCA to `reduce_dim` dims, sorted
+    into `nlist` inverted lists and stored as `quantizer` codes (PQ64: 64 bytes a vector); a query scans `nprobe`
+    lists and re-scores its best max(k, `rerank`) candidates with the exact vectors (see `focuskit.search.index`).
+    """
 
     exact_max: int = 50_000
     """Switch from exact to approximate search when the index grows past this many vectors."""
@@ -17,13 +23,21 @@ class IndexConfig:
     """Inverted lists of the approximate index (capped so every list gets >= 39 training points)."""
     nprobe: int = 32
     """Lists visited per query in the approximate regime: higher is slower and closer to exact."""
-    quantizer: str = "SQ8"
-    """Vector codec past the threshold: 'SQ8' (4x smaller), 'Flat' (exact scores, full size) or 'PQ<m>'."""
+    quantizer: str = "PQ64"
+    """Vector codec past the threshold: 'PQ<m>' (m bytes a vector, m divides the reduced dims), 'SQ8' (1 byte a
+    dimension), 'SQfp16' or 'Flat' (exact scores, full size)."""
+    reduce_dim: int = 256
+    """PCA output dims before the codec (0: no reduction; ignored when >= the vectors' dims)."""
+    rerank: int = 64
+    """Candidates per query re-scored with the exact vectors (k if k is larger); 0 returns the codes' approximate
+    scores."""
 
     def __post_init__(self) -> None:
         if self.exact_max < 1:
             raise ConfigError(f"index.exact_max must be >= 1, got {self.exact_max}")
         if self.nlist < 1 or self.nprobe < 1:
             raise ConfigError(f"index.nlist and index.nprobe must be >= 1, got {self.nlist} and {self.nprobe}")
-        if not (self.quantizer in ("SQ8", "Flat", "SQfp16") or self.quantizer.startswith("PQ")):
-            raise ConfigError(f"index.quantizer must be SQ8, SQfp16, Flat or PQ<m>, got {self.quantizer!r}")
+        if not (self.quantizer in ("SQ8", "Flat", "SQfp16") or re.fullmatch(r"PQ[1-9][0-9]*", self.quantizer)):
+            raise ConfigError(f"index.quantizer must be PQ<m>, SQ8, SQfp16 or Flat, got {self.quantizer!r}")
+        if self.reduce_dim < 0 or self.rerank < 0:
+            raise ConfigError(f"index.reduce_dim and index.rerank must be >= 0, got {self.reduce_dim}, {self.rerank}")
