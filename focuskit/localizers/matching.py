@@ -36,6 +36,7 @@ from focuskit.core.image import load_image
 from focuskit.localizers.base import register_localizer
 from focuskit.matcher import DEFAULT_TAU, MatcherConfig, RegionMatcher
 from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
+from focuskit.models.encoders.parts import grid_boxes
 from focuskit.models.proposals import create_proposer
 from focuskit.models.proposals.similarity import find_peaks, regions_from_similarity
 from focuskit.models.proposals.windows import boxes_around_points
@@ -149,21 +150,6 @@ def image_key(image: ImageRef | str) -> tuple[Any, ...]:
     img = load_image(image)
     digest = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
     return ("pixels", img.size, digest)
-
-
-def grid_boxes(boxes_xyxy: np.ndarray, g: int) -> np.ndarray:
-    """Split each of N boxes into a g x g grid of sub-boxes, row-major: (N, 4) -> (N * g * g, 4)."""
-    b = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 1, 1, 4)
-    steps = np.arange(g + 1, dtype=np.float64) / g
-    w = b[..., 2] - b[..., 0]
-    h = b[..., 3] - b[..., 1]
-    xs = b[..., 0] + w * steps[None, None, :]  # (N, 1, g+1)
-    ys = b[..., 1] + h * steps[None, :, None]  # (N, g+1, 1)
-    x1, x2 = xs[:, :, :-1], xs[:, :, 1:]
-    y1, y2 = ys[:, :-1, :], ys[:, 1:, :]
-    shape = (b.shape[0], g, g)
-    out = np.stack([np.broadcast_to(v, shape) for v in (x1, y1, x2, y2)], axis=-1)
-    return out.reshape(-1, 4)
 
 
 class MatchingLocalizer:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from focuskit.core.box import Box
 from focuskit.core.errors import BoxError, ImageError, MemoryStoreError
 from focuskit.core.image import ImageInput, load_image
+from focuskit.matcher.region import zoom_out
 from focuskit.memory.config import MemoryConfig
 from focuskit.memory.results import ViewReport
 from focuskit.models.encoders import Encoder, FeatureMap
@@ -84,23 +85,6 @@ def load_mask(mask: np.ndarray | str | Path, size: tuple[int, int], where: str) 
 def mask_box(mask: np.ndarray) -> Box:
     ys, xs = np.nonzero(mask)
     return Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-
-
-def zoom_out(image: Image.Image, factor: float) -> tuple[Image.Image, int, int]:
-    """The image placed by reflection padding at the center of a canvas `factor` times larger; returns its offset."""
-    arr = np.asarray(image)
-    h, w = arr.shape[:2]
-    ch, cw = round(h * factor), round(w * factor)
-    top, left = (ch - h) // 2, (cw - w) // 2
-    # np.pad "reflect" cannot pad more than the array's size at once; "symmetric" tiling via wrap of a mirror does.
-    mirrored = np.concatenate([arr, arr[:, ::-1]], axis=1)
-    mirrored = np.concatenate([mirrored, mirrored[::-1]], axis=0)
-    reps_y, reps_x = -(-(ch + 2 * h) // (2 * h)), -(-(cw + 2 * w) // (2 * w))
-    tiled = np.tile(mirrored, (reps_y + 1, reps_x + 1, 1))
-    oy, ox = 2 * h - top % (2 * h), 2 * w - left % (2 * w)
-    canvas = tiled[oy : oy + ch, ox : ox + cw].copy()
-    canvas[top : top + h, left : left + w] = arr
-    return Image.fromarray(canvas), left, top
 
 
 # --- preparation ------------------------------------------------------------------------------------------------
