@@ -38,11 +38,19 @@ from focuskit.core.io import atomic_write_bytes, atomic_write_json
 from focuskit.models.vlms.encoding import IGNORE_INDEX, encode_episode, image_token_runs
 from focuskit.models.vlms.factory import VLMBundle
 from focuskit.models.vlms.families import family_spec
+from focuskit.models.vlms.generation import (
+    GenerationSettings,
+    base_model,
+    build_generation_config,
+    first_stop,
+    generate,
+    stop_token_ids,
+    text_config,
+)
 from focuskit.models.vlms.parsing import parse_box
 
 SEGMENTS: tuple[str, ...] = ("query_image", "support_images", "support_boxes", "other")
 AnswerSource = Literal["generated", "target"]
-_VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<image>")
 
 
 @dataclass
@@ -115,7 +123,7 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
 
 def decoder_attention_modules(model: Any) -> list[torch.nn.Module]:
     """The language model's per-layer self-attention modules, in order (peft wrappers looked through)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     for path in ("model.language_model.layers", "language_model.layers", "model.layers"):
         node: Any = base
         for name in path.split("."):
@@ -128,35 +136,17 @@ def decoder_attention_modules(model: Any) -> list[torch.nn.Module]:
 
 
 def _language_attn_impl(model: Any) -> str | None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(base, "config", None)
-    text = getattr(config, "text_config", None) or config
-    return getattr(text, "_attn_implementation", None)
+    return getattr(text_config(model), "_attn_implementation", None)
 
 
 @torch.no_grad()
 def _generate_answer(bundle: VLMBundle, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
     """Greedy answer token ids (without the end-of-turn token), as `VLMLocalizer` would produce them."""
     tok = bundle.processor.tokenizer
-    spec = family_spec(bundle.family)
-    eos = {tok.convert_tokens_to_ids(spec.end_of_turn), tok.pad_token_id, tok.eos_token_id}
-    eos.discard(None)
-    vocab = tok.get_vocab()
-    suppress = sorted({vocab[t] for t in _VISION_TOKENS if t in vocab})
-    out = bundle.model.generate(
-        **inputs,
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=sorted(eos),
-        pad_token_id=tok.pad_token_id,
-        suppress_tokens=suppress or None,
-    )
+    config = build_generation_config(GenerationSettings(max_new_tokens=max_new_tokens), tok, bundle.family)
+    out = generate(bundle.model, inputs, config)
     new = out[0, inputs["input_ids"].shape[1] :].cpu()
-    stop = [i for i, t in enumerate(new.tolist()) if t in eos]
-    return new[: stop[0]] if stop else new
+    return new[: first_stop(new.tolist(), stop_token_ids(tok, bundle.family))]
 
 
 def explain_episode(

@@ -25,15 +25,19 @@ from focuskit.core.episode import Episode, ImageRef, Prediction, Support, valida
 from focuskit.core.errors import ConfigError
 from focuskit.localizers.base import register_localizer
 from focuskit.models.vlms.factory import VLMBundle, load_vlm
-from focuskit.models.vlms.families import family_spec
+from focuskit.models.vlms.generation import (
+    GenerationSettings,
+    base_model,
+    build_generation_config,
+    first_stop,
+    generate,
+    stop_token_ids,
+)
 from focuskit.models.vlms.parsing import parse_box
 from focuskit.models.vlms.prompts import BuiltPrompt, build_prompt, processor_image_kwargs
-from focuskit.models.vlms.sampling import check_sampling
 
 PREFIX_CACHE_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 """Families whose prefix reuse is verified against from-scratch generation (tests/test_vlm_localizer.py)."""
-
-_VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<image>")
 
 
 @dataclass
@@ -48,6 +52,9 @@ class VLMLocalizerConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 50
+    repetition_penalty: float = 1.0
+    """1.0: off. Every generation parameter is set from this config, never from the checkpoint's
+    generation_config (Qwen2-VL-Instruct ships repetition_penalty 1.05, top_k 1, top_p 0.001)."""
     seed: int = 0
     """Seed for sampling (ignored when greedy); applied in a forked RNG so global state is untouched."""
     prefix_cache: bool = True
@@ -63,8 +70,16 @@ class VLMLocalizerConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        check_sampling(
-            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens
+        self.generation_settings()  # validates the sampling fields
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty,
         )
 
 
@@ -100,11 +115,10 @@ class VLMLocalizer:
             bundle.model.to(self.device)
         bundle.model.eval()
         tok = bundle.processor.tokenizer
-        spec = family_spec(self.family)
-        self._eos_ids = {i for i in (tok.convert_tokens_to_ids(spec.end_of_turn), tok.pad_token_id, tok.eos_token_id)}
-        self._eos_ids.discard(None)
-        vocab = tok.get_vocab()
-        self._suppress = sorted({vocab[t] for t in _VISION_TOKENS if t in vocab})
+        self._eos_ids = stop_token_ids(tok, self.family)
+        self._generation_config = build_generation_config(
+            self.config.generation_settings(), tok, self.family, output_scores=True
+        )
 
     @classmethod
     def from_pretrained(cls, model: str | Path, config: VLMLocalizerConfig | None = None) -> VLMLocalizer:
@@ -203,37 +217,19 @@ class VLMLocalizer:
         )
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _generation_kwargs(self) -> dict[str, Any]:
-        cfg = self.config
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": cfg.max_new_tokens,
-            "do_sample": cfg.do_sample,
-            "return_dict_in_generate": True,
-            "output_scores": True,
-            "pad_token_id": self.bundle.processor.tokenizer.pad_token_id,
-            "eos_token_id": sorted(self._eos_ids),
-        }
-        if self._suppress:
-            kwargs["suppress_tokens"] = self._suppress
-        if cfg.do_sample:
-            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        return kwargs
-
     def _run_generate(self, **inputs: Any) -> list[GeneratedAnswer]:
         import torch
 
         prompt_len = inputs["input_ids"].shape[1]
         model = self.bundle.model
-        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            out = model.generate(**inputs, **self._generation_kwargs())
+        seed = self.config.seed if self.config.do_sample else None
+        with torch.inference_mode():
+            out = generate(model, inputs, self._generation_config, seed=seed)
             logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
         new_tokens = out.sequences[:, prompt_len:].tolist()
         results = []
         for row, lp in zip(new_tokens, logprobs.tolist(), strict=True):
-            end = next((i for i, t in enumerate(row) if t in self._eos_ids), len(row))
+            end = first_stop(row, self._eos_ids)
             text = self.bundle.processor.tokenizer.decode(row[:end], skip_special_tokens=False)
             scored = [v for v in lp[: end + 1] if math.isfinite(v)]
             confidence = math.exp(sum(scored) / len(scored)) if scored else 0.0
@@ -268,7 +264,7 @@ class VLMLocalizer:
         prefix, cache = cached
         n = len(prompts)
         suffix = self._encode([p.suffix_text for p in prompts], [[p.images[-1]] for p in prompts])
-        base = self.bundle.model.get_base_model() if hasattr(self.bundle.model, "get_base_model") else self.bundle.model
+        base = base_model(self.bundle.model)
         with torch.inference_mode():
             features = base.get_image_features(suffix["pixel_values"], suffix["image_grid_thw"], return_dict=True)
         grids = torch.cat(

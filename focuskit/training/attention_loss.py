@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from focuskit.core.errors import ConfigError, ModelError
+from focuskit.models.vlms.generation import base_model, text_config
 
 ATTENTION_IMPLEMENTATION = "focuskit_box_attention"
 """Name the efficient attention function is registered under in transformers' `AttentionInterface`."""
@@ -334,22 +335,10 @@ def _register() -> None:
     AttentionMaskInterface.register(ATTENTION_IMPLEMENTATION, sdpa_mask)
 
 
-def _base_model(model: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def text_config(model: nn.Module) -> Any:
-    """The language model's config (the `text_config` of a VLM, or the config of a text-only model)."""
-    config = _base_model(model).config
-    return getattr(config, "text_config", None) or config
-
-
 def num_decoder_layers(model: nn.Module) -> int:
     layers = getattr(text_config(model), "num_hidden_layers", None)
     if not isinstance(layers, int):
-        raise ModelError(f"cannot tell how many decoder layers {type(_base_model(model)).__name__} has")
+        raise ModelError(f"cannot tell how many decoder layers {type(base_model(model)).__name__} has")
     return layers
 
 
@@ -359,7 +348,7 @@ def use_box_attention(model: nn.Module, implementation: Implementation) -> None:
     `efficient` registers focuskit's attention function (once; it is process-global in transformers) and selects
     it; `eager` selects transformers' eager attention, which returns the full maps.
     """
-    base = _base_model(model)
+    base = base_model(model)
     if implementation == "efficient":
         _register()
         name = ATTENTION_IMPLEMENTATION
@@ -378,7 +367,7 @@ def use_box_attention(model: nn.Module, implementation: Implementation) -> None:
 
 def restore_attention(model: nn.Module, implementation: str = "sdpa") -> None:
     """Put the language model back on a standard implementation (before saving, so configs never name ours)."""
-    base = _base_model(model)
+    base = base_model(model)
     if "text_config" in getattr(base.config, "sub_configs", {}):
         base.set_attn_implementation({"text_config": implementation})
     else:

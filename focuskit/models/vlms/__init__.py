@@ -14,6 +14,16 @@ from focuskit.models.vlms.encoding import (
 )
 from focuskit.models.vlms.factory import LoraSettings, VLMBundle, inspect_checkpoint, load_vlm
 from focuskit.models.vlms.families import BoxFormat, Family, family_of_processor, family_spec
+from focuskit.models.vlms.generation import (
+    VISION_TOKENS,
+    GenerationSettings,
+    base_model,
+    build_generation_config,
+    generate,
+    stop_token_ids,
+    unwrap_model,
+    vision_token_ids,
+)
 from focuskit.models.vlms.parsing import ParsedAnswer, parse_box
 from focuskit.models.vlms.prompts import (
     NOT_PRESENT,
@@ -29,15 +39,19 @@ from focuskit.models.vlms.tiny import TinyVLMConfig, build_tiny_vlm, load_tiny_c
 __all__ = [
     "IGNORE_INDEX",
     "NOT_PRESENT",
+    "VISION_TOKENS",
     "BoxFormat",
     "EncodedEpisode",
     "Family",
+    "GenerationSettings",
     "LoraSettings",
     "ParsedAnswer",
     "PromptConfig",
     "TinyVLMConfig",
     "VLMBundle",
     "answer_text",
+    "base_model",
+    "build_generation_config",
     "build_prompt",
     "build_tiny_vlm",
     "collate_encoded",
@@ -46,6 +60,7 @@ __all__ = [
     "family_of_processor",
     "family_spec",
     "format_box",
+    "generate",
     "image_token_runs",
     "inspect_checkpoint",
     "load_prompt_config",
@@ -53,4 +68,7 @@ __all__ = [
     "load_vlm",
     "parse_box",
     "save_prompt_config",
+    "stop_token_ids",
+    "unwrap_model",
+    "vision_token_ids",
 ]
