@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from focuskit.core.config import load_config
 from focuskit.core.io import atomic_write_json
 from focuskit.data.synth import SynthConfig, write_synth_dataset
+from focuskit.training.config_io import load_training_config
 from focuskit.training.run_sft import train_sft
 from focuskit.training.sft_config import SFTConfig
 
@@ -42,7 +42,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        base = load_config(SFTConfig, args.config)
+        base = load_training_config(SFTConfig, args.config)
         shots = base.shots or 2
         synth = SynthConfig(episodes=args.episodes, shots=shots, image_size=112, objects=3, seed=0)
         data = write_synth_dataset(synth, tmp / "data", progress=False)
@@ -54,7 +54,7 @@ def main() -> None:
             "logging_steps=5",
             *args.overrides,
         ]
-        config = load_config(SFTConfig, args.config, overrides)
+        config = load_training_config(SFTConfig, args.config, overrides)
         start = time.perf_counter()
         result = train_sft(config)
         seconds = time.perf_counter() - start

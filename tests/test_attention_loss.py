@@ -73,20 +73,26 @@ def synthetic_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": attention_mask, "box_token_mask": box, "query_image_mask": query}
 
 
-def efficient_loss(model, batch, layers, margin):
+def efficient_loss(model, batch, layers, margin, **options):
     use_box_attention(model, "efficient")
     collector = BoxAttentionCollector.from_batch(
         batch["query_image_mask"], batch["box_token_mask"], batch["attention_mask"], layers
     )
     model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **{COLLECTOR_KWARG: collector})
-    return collector.loss(margin)
+    return collector.loss(margin, **options)
 
 
-def eager_loss(model, batch, layers, margin):
+def eager_loss(model, batch, layers, margin, **options):
     use_box_attention(model, "eager")
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_attentions=True)
     return eager_box_attention_loss(
-        out.attentions, layers, batch["query_image_mask"], batch["box_token_mask"], batch["attention_mask"], margin
+        out.attentions,
+        layers,
+        batch["query_image_mask"],
+        batch["box_token_mask"],
+        batch["attention_mask"],
+        margin,
+        **options,
     )
 
 
@@ -112,13 +118,22 @@ def test_select_layers(selection, k, depth, expected, expectation):
         assert select_layers(selection, k, depth) == expected
 
 
-@pytest.mark.parametrize(("selection", "k", "kv_heads"), [("first_k", 3, 2), ("last_k", 2, 4), ("all", 1, 1)])
-def test_efficient_and_eager_agree_on_loss_and_gradients(selection, k, kv_heads):
+@pytest.mark.parametrize(
+    ("selection", "k", "kv_heads", "options"),
+    [
+        ("first_k", 3, 2, {}),
+        ("last_k", 2, 4, {}),
+        ("all", 1, 1, {}),
+        ("first_k", 3, 2, {"normalization": "mass", "squared": True}),
+        ("last_k", 2, 4, {"normalization": "mean", "squared": True}),
+    ],
+)
+def test_efficient_and_eager_agree_on_loss_and_gradients(selection, k, kv_heads, options):
     model = tiny_qwen2vl(kv_heads=kv_heads)
     layers = select_layers(selection, k, num_decoder_layers(model))
     batch = synthetic_batch()
-    fast = efficient_loss(model, batch, layers, margin=0.5)
-    slow = eager_loss(model, batch, layers, margin=0.5)
+    fast = efficient_loss(model, batch, layers, margin=0.5, **options)
+    slow = eager_loss(model, batch, layers, margin=0.5, **options)
     assert torch.isfinite(fast.loss)
     torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(fast.mean_margin, slow.mean_margin, rtol=1e-4, atol=1e-8)
@@ -218,6 +233,38 @@ def test_loss_matches_the_definition_on_hand_made_attention():
         margin,
     )
     torch.testing.assert_close(result_padded.loss, expected)
+
+
+def test_mass_normalization_and_squared_hinge_on_hand_made_attention():
+    """Same rows as above under the other reading: mass on M minus mass on the rest, squared hinge (Eq. 9)."""
+    length = 6
+    box = torch.tensor([[False, True, True, False, False, False]])
+    query = torch.tensor([[False, False, False, False, True, True]])
+    attn = torch.zeros(1, 1, length, length)
+    attn[0, 0, 4, :5] = torch.tensor([0.1, 0.3, 0.3, 0.2, 0.1])  # mass on M 0.6, on the rest 0.4
+    attn[0, 0, 5, :6] = torch.tensor([0.5, 0.05, 0.05, 0.1, 0.1, 0.2])  # mass on M 0.1, on the rest 0.9
+    diffs = torch.tensor([0.6 - 0.4, 0.1 - 0.9])
+    margin = 0.25
+    result = eager_box_attention_loss([attn], (0,), query, box, None, margin, normalization="mass", squared=True)
+    torch.testing.assert_close(result.loss, (torch.relu(margin - diffs) ** 2).mean())
+    torch.testing.assert_close(result.mean_margin, diffs.mean())
+
+
+def test_mean_reading_caps_the_margin_at_one_over_box_tokens():
+    """With all of a row's attention on M, d_i is 1/|M| under `mean` (so any margin above it is never met) but 1
+    under `mass` (every margin up to 1 can be met): the reason both readings exist (docs/training.md)."""
+    n_box, length = 40, 48
+    box = torch.zeros(1, length, dtype=torch.bool)
+    box[0, :n_box] = True
+    query = torch.zeros(1, length, dtype=torch.bool)
+    query[0, -1] = True
+    attn = torch.zeros(1, 1, length, length)
+    attn[0, 0, -1, :n_box] = 1.0 / n_box  # every bit of attention on the box tokens
+    mean = eager_box_attention_loss([attn], (0,), query, box, None, 0.025, normalization="mean", squared=False)
+    mass = eager_box_attention_loss([attn], (0,), query, box, None, 0.25, normalization="mass", squared=False)
+    assert mean.mean_margin.item() == pytest.approx(1.0 / n_box)
+    assert mean.loss.item() == pytest.approx(0.025 - 1.0 / n_box)  # still active at the best attention possible
+    assert mass.mean_margin.item() == pytest.approx(1.0) and mass.loss.item() == 0.0
 
 
 def test_query_rows_counts_visible_keys():

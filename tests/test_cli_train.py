@@ -34,7 +34,7 @@ def config_file(tmp_path: Path, make_image) -> Path:
         "max_steps": 2,
         "save_steps": 2,
         "logging_steps": 1,
-        "progress_bar": False,
+        "disable_tqdm": True,
     }
     path = tmp_path / "sft.yaml"
     path.write_text(yaml.safe_dump(config))

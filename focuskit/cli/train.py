@@ -20,15 +20,17 @@ def sft(
     config: Annotated[Path, typer.Option("--config", "-c", help="SFT config YAML, e.g. configs/sft_tiny.yaml")],
     overrides: Annotated[
         list[str] | None,
-        typer.Argument(help="Config overrides key=value, dotted for sections: attention_loss.weight=0.075"),
+        typer.Argument(
+            help="Overrides key=value (TrainingArguments fields too), dotted for sections: attention_loss.weight=0.25"
+        ),
     ] = None,
 ) -> None:
     """Supervised fine-tuning with LM loss + lambda * bounding-box attention loss; saves OUTPUT_DIR/final."""
-    from focuskit.core.config import load_config
+    from focuskit.training.config_io import load_training_config
     from focuskit.training.run_sft import train_sft
     from focuskit.training.sft_config import SFTConfig
 
-    cfg = load_config(SFTConfig, config, overrides or [])
+    cfg = load_training_config(SFTConfig, config, overrides or [])
     result = train_sft(cfg)
     lm = result.series("lm_loss")
     attn = result.series("attn_loss")

@@ -3,8 +3,9 @@
 The loss asks every query-image token (rows Q) to attend more, on average, to the support-box text tokens (mask M)
 than to the other tokens it can see:
 
-    diff_i = mean_{j in M} A_ij - mean_{j not in M, j visible from i} A_ij
-    loss   = mean_{i in Q} max(0, margin - diff_i)
+    diff_i = mean_{j in M} A_ij - mean_{j not in M, j visible from i} A_ij      (normalization "mean", Eq. 7)
+    diff_i =  sum_{j in M} A_ij -  sum_{j not in M, j visible from i} A_ij      (normalization "mass")
+    loss   = mean_{i in Q} max(0, margin - diff_i)^2                           (Eq. 9; squared=False: no square)
 
 where A is attention averaged over heads and over the selected layers. "Visible" means the key is not padding and
 does not come after the row (causal attention), so padding a batch or appending an answer never changes the loss.
@@ -46,6 +47,7 @@ COLLECTOR_KWARG = "focuskit_box_attention"
 """Keyword argument that carries a `BoxAttentionCollector` through the model's forward to the attention function."""
 
 LayerSelection = Literal["first_k", "last_k", "all"]
+Normalization = Literal["mean", "mass"]
 Implementation = Literal["efficient", "eager"]
 
 
@@ -146,12 +148,13 @@ class QueryRows:
         return (positions[None, None, :] <= self.index[:, :, None]) & self.key_valid[:, None, :]
 
 
-def reduce_hinge(diff: torch.Tensor, rows: QueryRows, margin: float) -> AttentionLossOutput:
-    """Hinge over rows, mean per example, mean over usable examples. `diff` is (B, N) mean-to-M minus mean-to-not-M."""
+def reduce_hinge(diff: torch.Tensor, rows: QueryRows, margin: float, *, squared: bool = False) -> AttentionLossOutput:
+    """Hinge over rows, mean per example, mean over usable examples. `diff` is (B, N): d_i of each query row."""
     weight = rows.valid.to(diff.dtype)
     safe_diff = torch.where(rows.valid, diff, torch.zeros_like(diff))
     n_rows = weight.sum(dim=1).clamp(min=1.0)
-    hinge = torch.relu(margin - safe_diff) * weight
+    hinge = torch.relu(margin - safe_diff)
+    hinge = (hinge.square() if squared else hinge) * weight
     per_example_loss = hinge.sum(dim=1) / n_rows
     per_example_margin = (safe_diff * weight).sum(dim=1) / n_rows
     usable = rows.usable
@@ -255,7 +258,9 @@ class BoxAttentionCollector:
             mass = out[..., 0].float().reshape(batch, heads, n).mean(dim=1)
             self._mass[module.layer_idx] = mass  # type: ignore[index]
 
-    def loss(self, margin: float) -> AttentionLossOutput:
+    def loss(
+        self, margin: float, *, normalization: Normalization = "mean", squared: bool = False
+    ) -> AttentionLossOutput:
         """Reduce the recorded masses into the hinge loss; stop recording."""
         self.recording = False
         missing = sorted(self.layers - set(self._mass))
@@ -267,9 +272,14 @@ class BoxAttentionCollector:
         row_mass = torch.stack([self._mass[i] for i in sorted(self.layers)]).mean(dim=0)  # (B, N)
         self._mass.clear()
         rows = self.rows
-        mean_box = row_mass / rows.box_count.clamp(min=1.0)
-        mean_other = (1.0 - row_mass) / rows.other_count.clamp(min=1.0)
-        return reduce_hinge(mean_box - mean_other, rows, margin)
+        # Rows of softmax sum to one over the visible keys, so the mass on M alone gives both sides.
+        if normalization == "mass":
+            diff = row_mass - (1.0 - row_mass)
+        elif normalization == "mean":
+            diff = row_mass / rows.box_count.clamp(min=1.0) - (1.0 - row_mass) / rows.other_count.clamp(min=1.0)
+        else:
+            raise ConfigError(f"attention_loss.normalization must be mean or mass, got {normalization!r}")
+        return reduce_hinge(diff, rows, margin, squared=squared)
 
 
 def eager_box_attention_loss(
@@ -279,11 +289,14 @@ def eager_box_attention_loss(
     box_mask: torch.Tensor,
     attention_mask: torch.Tensor | None,
     margin: float,
+    *,
+    normalization: Normalization = "mean",
+    squared: bool = False,
 ) -> AttentionLossOutput:
     """Reference: the loss from full (B, H, L, L) attention maps (`output_attentions=True` with eager attention).
 
-    Means are taken explicitly over visible M and visible not-M keys, independently of the efficient path's
-    "rows sum to one" shortcut, so agreement between the two is a real check.
+    Sums and means are taken explicitly over visible M and visible not-M keys, independently of the efficient
+    path's "rows sum to one" shortcut, so agreement between the two is a real check.
     """
     if not attentions or any(a is None for a in attentions):
         raise ModelError("the eager attention loss needs attention maps: run the model with eager attention")
@@ -295,9 +308,15 @@ def eager_box_attention_loss(
     visible = rows.visible()
     visible_box = visible & rows.box[:, None, :]
     visible_other = visible & ~rows.box[:, None, :]
-    mean_box = (a * visible_box).sum(-1) / visible_box.sum(-1).clamp(min=1)
-    mean_other = (a * visible_other).sum(-1) / visible_other.sum(-1).clamp(min=1)
-    return reduce_hinge(mean_box - mean_other, rows, margin)
+    mass_box = (a * visible_box).sum(-1)
+    mass_other = (a * visible_other).sum(-1)
+    if normalization == "mass":
+        diff = mass_box - mass_other
+    elif normalization == "mean":
+        diff = mass_box / visible_box.sum(-1).clamp(min=1) - mass_other / visible_other.sum(-1).clamp(min=1)
+    else:
+        raise ConfigError(f"attention_loss.normalization must be mean or mass, got {normalization!r}")
+    return reduce_hinge(diff, rows, margin, squared=squared)
 
 
 def box_attention_forward(

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from focuskit.core.config import save_config
 from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.vlms.factory import VLMBundle
 from focuskit.models.vlms.families import Family
 from focuskit.models.vlms.prompts import PromptConfig
+from focuskit.training.config_io import save_training_config
 from focuskit.training.sft_config import SFTConfig
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ def _load_model(config: SFTConfig, setup: _Setup) -> VLMBundle:
         config.model,
         lora=config.lora,
         dtype="bfloat16" if config.bf16 else "float32",
+        load_in_4bit=config.load_in_4bit,
         attn_implementation=config.attn_implementation,
     )
     bundle.prompt = setup.prompt
@@ -102,53 +103,20 @@ def _load_model(config: SFTConfig, setup: _Setup) -> VLMBundle:
 
 
 def _resume_path(config: SFTConfig) -> str | None:
-    if config.resume is None:
+    resume = config.resume_from_checkpoint
+    if resume is None:
         return None
-    if config.resume == "latest":
+    if resume == "latest":
         from transformers.trainer_utils import get_last_checkpoint
 
         out = Path(config.output_dir)
         last = get_last_checkpoint(str(out)) if out.is_dir() else None
         if last is None:
-            raise ConfigError(f"resume=latest but {out} holds no checkpoint-* directory to resume from")
+            raise ConfigError(f"resume_from_checkpoint=latest but {out} holds no checkpoint-* directory to resume from")
         return last
-    if not Path(config.resume).is_dir():
-        raise ConfigError(f"resume checkpoint not found: {config.resume} (a checkpoint-N directory, or 'latest')")
-    return config.resume
-
-
-def _training_arguments(config: SFTConfig) -> Any:
-    import torch
-    from transformers import TrainingArguments
-
-    return TrainingArguments(
-        output_dir=config.output_dir,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        warmup_steps=config.warmup_ratio,
-        max_grad_norm=config.max_grad_norm,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type=config.lr_scheduler,
-        bf16=config.bf16,
-        activation_checkpointing=config.gradient_checkpointing,
-        # Non-reentrant checkpointing keeps the attention statistics in the autograd graph (the reentrant variant
-        # runs the forward under no_grad and would silently drop the attention loss's gradient).
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        seed=config.seed,
-        deepspeed=config.deepspeed,
-        report_to=list(config.report_to) or "none",
-        disable_tqdm=not config.progress_bar,
-        remove_unused_columns=False,  # the attention-loss masks are not model inputs
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
+    if not Path(resume).is_dir():
+        raise ConfigError(f"resume_from_checkpoint not found: {resume} (a checkpoint-N directory, or 'latest')")
+    return resume
 
 
 def _checkpoint_callback(config: SFTConfig, prompt: PromptConfig) -> Any:
@@ -165,7 +133,7 @@ def _checkpoint_callback(config: SFTConfig, prompt: PromptConfig) -> Any:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():
                 save_prompt_config(prompt, checkpoint)
-                save_config(config, checkpoint / CONFIG_FILE)
+                save_training_config(config, checkpoint / CONFIG_FILE)
 
     return _SaveFocusFiles()
 
@@ -188,7 +156,7 @@ def train_sft(config: SFTConfig) -> SFTResult:
     setup = _prepare(config)
     layers = select_layers(loss_cfg.layers, loss_cfg.k, setup.num_layers) if config.attention_loss_active else ()
     summary = validate_episodes(
-        episodes, setup.processor, setup.family, setup.prompt, config.max_seq_length, progress=config.progress_bar
+        episodes, setup.processor, setup.family, setup.prompt, config.max_seq_length, progress=not config.disable_tqdm
     )
     logger.info("%d episodes, up to %d visual tokens each", summary.episodes, summary.max_visual_tokens)
 
@@ -201,10 +169,10 @@ def train_sft(config: SFTConfig) -> SFTResult:
     )
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / CONFIG_FILE)
+    save_training_config(config, out / CONFIG_FILE)
     trainer = FocusSFTTrainer(
         model=model,
-        args=_training_arguments(config),
+        args=config,  # SFTConfig is a TrainingArguments: no fields copied by hand
         train_dataset=dataset,
         data_collator=collate_for_sft,
         processing_class=bundle.processor,
@@ -232,4 +200,4 @@ def _save_final(bundle: VLMBundle, config: SFTConfig, directory: Path) -> None:
     if config.model == "tiny" and config.lora is not None:
         bundle = VLMBundle(bundle.model.merge_and_unload(), bundle.processor, bundle.family, bundle.prompt)
     bundle.save(directory)
-    save_config(config, directory / CONFIG_FILE)
+    save_training_config(config, directory / CONFIG_FILE)

@@ -75,7 +75,7 @@ class FocusSFTTrainer(Trainer):
                 query_mask, box_mask, inputs.get("attention_mask"), self.attention_layers
             )
             outputs = model(**inputs, **{COLLECTOR_KWARG: collector})
-            attention = collector.loss(cfg.margin)
+            attention = collector.loss(cfg.margin, normalization=cfg.normalization, squared=cfg.squared)
         else:
             outputs = model(**inputs, output_attentions=True)
             attention = eager_box_attention_loss(
@@ -85,6 +85,8 @@ class FocusSFTTrainer(Trainer):
                 box_mask,
                 inputs.get("attention_mask"),
                 cfg.margin,
+                normalization=cfg.normalization,
+                squared=cfg.squared,
             )
         lm_loss = outputs.loss
         loss = lm_loss if attention is None else lm_loss + cfg.weight * attention.loss
@@ -92,14 +94,34 @@ class FocusSFTTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _record(self, lm_loss: torch.Tensor, attention: AttentionLossOutput | None) -> None:
+        """Average this batch's metrics over processes; every process makes the same collective calls.
+
+        Under DDP each `gather` is a collective: a rank that skipped one (say, its batch had no usable episode for
+        the attention loss while another rank's had) would wait forever in the next. So there is exactly one
+        gather per batch whatever the batch held: the attention values are sent with a count of the examples
+        behind them, and an average is taken only over the processes that had any.
+        """
         mode = "train" if self.model.training else "eval"
         metrics = self._metrics[mode]
-        metrics["lm_loss"].append(self._mean_over_processes(lm_loss))
         if attention is None:
+            metrics["lm_loss"].append(float(self._gather(lm_loss.detach().float().reshape(1)).mean()))
             return
-        if attention.examples_used:
-            metrics["attn_loss"].append(self._mean_over_processes(attention.loss))
-            metrics["attn_margin"].append(self._mean_over_processes(attention.mean_margin))
+        used = float(attention.examples_used)
+        row = torch.stack(
+            [
+                lm_loss.detach().float().reshape(()),
+                attention.loss.detach().float().reshape(()) * used,
+                attention.mean_margin.detach().float().reshape(()) * used,
+                lm_loss.new_tensor(used, dtype=torch.float32),
+                lm_loss.new_tensor(float(attention.examples_skipped), dtype=torch.float32),
+            ]
+        )
+        gathered = self._gather(row[None, :]).reshape(-1, 5)  # (processes, 5)
+        metrics["lm_loss"].append(float(gathered[:, 0].mean()))
+        total_used = float(gathered[:, 3].sum())
+        if total_used > 0:
+            metrics["attn_loss"].append(float(gathered[:, 1].sum()) / total_used)
+            metrics["attn_margin"].append(float(gathered[:, 2].sum()) / total_used)
         if attention.examples_skipped:
             if self.attention_skipped == 0:
                 logger.warning(
@@ -108,11 +130,11 @@ class FocusSFTTrainer(Trainer):
                     attention.examples_skipped,
                 )
             self.attention_skipped += attention.examples_skipped
-        metrics["attn_skipped"].append(float(attention.examples_skipped))
+        metrics["attn_skipped"].append(float(gathered[:, 4].sum()))
 
-    def _mean_over_processes(self, value: torch.Tensor) -> float:
-        value = value.detach().float().reshape(1)
-        return float(self.accelerator.gather(value).mean())
+    def _gather(self, value: torch.Tensor) -> torch.Tensor:
+        """`accelerator.gather` (a collective under DDP): one call per batch, on every process."""
+        return self.accelerator.gather(value)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the averages of our metrics since the last log (`attn_skipped` is summed)."""
