@@ -24,6 +24,8 @@ class Detections:
     """N detections: `xyxy` (N, 4) float pixels, `scores` (N,), `names` (N,) concept names, `masks` (N, H, W) or None.
 
     `data` holds extra per-detection arrays of length N (kept aligned by indexing) or anything else (carried as is).
+    `best_scores` is the best score per concept in the image, also below the threshold (-inf: no candidate), so a
+    result can say "my mug 0.58, below 0.62" instead of only "nothing found".
     """
 
     xyxy: np.ndarray
@@ -31,6 +33,7 @@ class Detections:
     names: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
     masks: np.ndarray | None = None
+    best_scores: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(-1, 4)
@@ -49,8 +52,8 @@ class Detections:
                 raise FocusError(f"Detections need one mask per box: {len(self.xyxy)} boxes, {len(self.masks)} masks")
 
     @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4)), np.zeros((0,)), [])
+    def empty(cls, best_scores: dict[str, float] | None = None) -> Detections:
+        return cls(np.zeros((0, 4)), np.zeros((0,)), [], best_scores=dict(best_scores or {}))
 
     @classmethod
     def from_boxes(
@@ -74,6 +77,7 @@ class Detections:
             [self.names[i] for i in idx],
             data,
             None if self.masks is None else self.masks[idx],
+            dict(self.best_scores),
         )
 
     def with_nms(self, iou_threshold: float = 0.5, *, per_name: bool = True) -> Detections:
@@ -102,6 +106,12 @@ class Detections:
             if seen[name] <= max_instances:
                 keep.append(i)
         return dets[np.asarray(keep, dtype=np.int64)]
+
+    def near_misses(self, tau: float) -> list[tuple[str, float]]:
+        """Concepts not detected whose best score fell below `tau` (and had a candidate at all), best first."""
+        found = set(self.names)
+        out = [(n, float(s)) for n, s in self.best_scores.items() if n not in found and np.isfinite(s) and s < tau]
+        return sorted(out, key=lambda item: -item[1])
 
     def concept_ids(self, concepts: Sequence[str] | None = None) -> np.ndarray:
         """(N,) integer ids: positions in `concepts` (default: the names in order of first appearance)."""

@@ -92,7 +92,10 @@ class MatchingConfig:
     min_box_size: float = 4.0
     """Candidates narrower or shorter than this many pixels are dropped."""
     max_instances: int = 1
-    """Above 1, further non-overlapping candidates above tau are returned as `Prediction.extra_boxes`."""
+    """Above 1, further non-overlapping candidates above tau are returned as `Prediction.extra_boxes` (their
+    scores in `meta["extra_scores"]`), after NMS among the candidates above tau at `instance_iou`."""
+    instance_iou: float = 0.3
+    """IoU above which two candidates count as the same instance (per-instance NMS)."""
     cache_size: int = 256
     """Support embeddings kept in memory (least recently used are dropped)."""
 
@@ -119,6 +122,8 @@ class MatchingConfig:
             raise ConfigError("matching peak_scales and peak_aspect_ratios must be positive numbers")
         if self.max_instances < 1:
             raise ConfigError(f"matching max_instances must be >= 1, got {self.max_instances}")
+        if not 0.0 < self.instance_iou <= 1.0:
+            raise ConfigError(f"matching instance_iou must be in (0, 1], got {self.instance_iou}")
         if self.cache_size < 0:
             raise ConfigError(f"matching cache_size must be >= 0, got {self.cache_size}")
 
@@ -370,8 +375,10 @@ class MatchingLocalizer:
         extra: tuple[Box, ...] = ()
         if self.config.max_instances > 1:
             above = np.flatnonzero(scores >= self.tau)
-            kept = above[nms(boxes[above], scores[above], 0.3)]
-            extra = tuple(Box(*boxes[i]) for i in kept[1 : self.config.max_instances])
+            kept = above[nms(boxes[above], scores[above], self.config.instance_iou)]
+            more = [i for i in kept if i != best][: self.config.max_instances - 1]
+            extra = tuple(Box(*boxes[i]) for i in more)
+            meta["extra_scores"] = [round(float(scores[i]), 4) for i in more]
         return Prediction(Box(*boxes[best]), score, extra_boxes=extra, meta=meta)
 
 

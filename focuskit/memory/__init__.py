@@ -20,6 +20,8 @@ _WHERE = {
     "ConceptInfo": "focuskit.memory.results",
     "ConceptScores": "focuskit.memory.results",
     "StoredView": "focuskit.memory.results",
+    "PruneReport": "focuskit.memory.results",
+    "ViewConsistency": "focuskit.memory.results",
     "ViewReport": "focuskit.memory.results",
     "ConceptMemory": "focuskit.memory.store",
     "open_memory": "focuskit.memory.store",

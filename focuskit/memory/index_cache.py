@@ -27,6 +27,8 @@ from focuskit.search.index import FaissIndex
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.zip"
+INDEXED = "variant NOT LIKE 'mask%'"
+"""SQL condition of the vectors the index holds: box-pooled ones; mask-pooled variants only re-rank (views.py)."""
 SAVE_ALWAYS_MAX = 20_000
 """Up to this many vectors the index file (<= ~110 MB at 1376 dims) is rewritten after every change."""
 
@@ -65,7 +67,7 @@ class IndexCache:
             if gen == self.loaded_generation and self.index is not None:
                 return
             self.concept_names = {int(i): str(n) for i, n in db.query("SELECT id, name FROM concepts")}
-            ids = db.query("SELECT id, concept_id FROM vectors ORDER BY id")
+            ids = db.query(f"SELECT id, concept_id FROM vectors WHERE {INDEXED} ORDER BY id")
             arr = np.asarray(ids, dtype=np.int64).reshape(-1, 2)
             self.vector_ids, self.vector_concepts = arr[:, 0].copy(), arr[:, 1].copy()
             encoder, dim = db.meta("encoder"), db.dim() or 1
@@ -152,7 +154,9 @@ class IndexCache:
         bar = tqdm(total=total, desc="rebuild index", unit="vec", disable=total < 50_000)
         last = -1
         while True:
-            rows = self.db.query("SELECT id, embedding FROM vectors WHERE id > ? ORDER BY id LIMIT 20000", (last,))
+            rows = self.db.query(
+                f"SELECT id, embedding FROM vectors WHERE id > ? AND {INDEXED} ORDER BY id LIMIT 20000", (last,)
+            )
             if not rows:
                 break
             ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -190,4 +194,4 @@ class IndexCache:
         return ConceptScores([self.concept_names[c] for c in present], out)
 
 
-__all__ = ["INDEX_FILE", "SAVE_ALWAYS_MAX", "IndexCache"]
+__all__ = ["INDEXED", "INDEX_FILE", "SAVE_ALWAYS_MAX", "IndexCache"]

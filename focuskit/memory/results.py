@@ -22,6 +22,8 @@ class ViewReport:
     score: float | None = None
     """Auto-boxing confidence in [0, 1] for how='auto'."""
     reason: str = ""
+    masked: bool = False
+    """A mask is stored with the view (given, or made by the segmenter)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,39 @@ class StoredView:
 
 
 @dataclass(frozen=True)
+class ViewConsistency:
+    """How well one stored view agrees with the concept's other views (`ConceptMemory.view_consistency`).
+
+    `score` is the leave-one-out cosine of the view's embedding with the mean of the other views' (None for a
+    concept with a single view); `outlier` says whether `focuskit.core.hygiene.flag_outliers` flags it, and why.
+    """
+
+    view_id: int
+    position: int
+    source: str
+    how: str
+    score: float | None
+    outlier: bool
+    reason: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "view_id": self.view_id, "position": self.position, "source": self.source, "how": self.how,
+            "score": None if self.score is None else round(self.score, 4), "outlier": self.outlier,
+            "reason": self.reason,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What `ConceptMemory.prune` removed: the ids of the dropped views and how many views remain."""
+
+    name: str
+    removed: list[int]
+    kept: int
+
+
+@dataclass(frozen=True)
 class ConceptScores:
     """Per query embedding, the best cosine with each concept's views: `scores` (N, C), -inf where unseen."""
 
@@ -69,4 +104,4 @@ class ConceptScores:
     scores: np.ndarray
 
 
-__all__ = ["AddReport", "ConceptInfo", "ConceptScores", "StoredView", "ViewReport"]
+__all__ = ["AddReport", "ConceptInfo", "ConceptScores", "PruneReport", "StoredView", "ViewConsistency", "ViewReport"]

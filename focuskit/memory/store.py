@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from focuskit.core.box import Box
 from focuskit.core.episode import Support
@@ -50,11 +49,20 @@ from focuskit.memory.config import (
 )
 from focuskit.memory.database import DB_FILE, FORMAT_NAME, FORMAT_VERSION, MemoryDatabase, meta_in, set_meta_in
 from focuskit.memory.encoding import EncoderSlot, spec_json, spec_of
-from focuskit.memory.index_cache import INDEX_FILE, SAVE_ALWAYS_MAX, IndexCache
-from focuskit.memory.results import AddReport, ConceptInfo, ConceptScores, StoredView, ViewReport
-from focuskit.memory.views import PreparedView, ViewPreparer, decode_image, decode_mask
+from focuskit.memory.index_cache import INDEX_FILE, INDEXED, SAVE_ALWAYS_MAX, IndexCache
+from focuskit.memory.results import (
+    AddReport,
+    ConceptInfo,
+    ConceptScores,
+    PruneReport,
+    StoredView,
+    ViewConsistency,
+    ViewReport,
+)
+from focuskit.memory.views import PreparedView, ViewPreparer, decode_image, decode_mask, display_source
 from focuskit.models.encoders import Encoder
 from focuskit.models.proposals import Proposer
+from focuskit.models.segmenters import Segmenter
 from focuskit.search.index import FaissIndex
 from focuskit.viz.draw import PALETTE
 
@@ -164,7 +172,7 @@ class ConceptMemory:
         rows = self._query(
             "SELECT c.name, c.context, c.color, c.created, "
             "(SELECT COUNT(*) FROM views v WHERE v.concept_id = c.id), "
-            "(SELECT COUNT(*) FROM vectors x WHERE x.concept_id = c.id) FROM concepts c ORDER BY c.id"
+            f"(SELECT COUNT(*) FROM vectors x WHERE x.concept_id = c.id AND x.{INDEXED}) FROM concepts c ORDER BY c.id"
         )
         return [ConceptInfo(n, ctx, int(col), int(nv), int(nx), float(t)) for n, ctx, col, t, nv, nx in rows]
 
@@ -191,7 +199,7 @@ class ConceptMemory:
             StoredView(
                 id=int(vid),
                 concept=name.strip(),
-                source=source,
+                source=display_source(source),
                 how=how,
                 box=Box(x1, y1, x2, y2),
                 image=decode_image(img, f"view {vid}"),
@@ -211,13 +219,57 @@ class ConceptMemory:
             raise MemoryStoreError(self._unknown(name))
         rows = self._query(
             "SELECT x.id, x.embedding FROM vectors x JOIN concepts c ON c.id = x.concept_id WHERE c.name = ? "
-            "ORDER BY x.id",
+            f"AND x.{INDEXED} ORDER BY x.id",
             (name.strip(),),
         )
         dim = self.dim or 0
         if not rows:
             return np.zeros((0, dim), np.float32), str(self.encoder_name)
         return np.stack([self._db.vector(blob, vid, dim) for vid, blob in rows]), str(self.encoder_name)
+
+    def _concept_id(self, name: str) -> int:
+        rows = self._query("SELECT id FROM concepts WHERE name = ?", (name.strip(),))
+        if not rows:
+            raise MemoryStoreError(self._unknown(name))
+        return int(rows[0][0])
+
+    def mask_embeddings(self, name: str) -> np.ndarray:
+        """(M, C) mask-pooled embeddings of the concept's masked views (and variants); (0, C) without masks.
+
+        Not in the vector index: the detector uses them to re-rank its best box candidates when a segmenter is on.
+        """
+        from focuskit.memory.curation import mask_embeddings
+
+        return mask_embeddings(self._db, self._concept_id(name))
+
+    def view_consistency(
+        self, name: str, *, min_score: float | None = None, mad_k: float = 3.0, min_gap: float = 0.1
+    ) -> list[ViewConsistency]:
+        """Per stored view of `name`: its leave-one-out consistency with the other views and an outlier flag.
+
+        Outliers: below `min_score` (if given), or (3+ views) more than `mad_k` robust sigmas and `min_gap` below
+        the concept's median (`focuskit.core.hygiene.flag_outliers`). Reads stored embeddings only; no encoder.
+        """
+        from focuskit.memory.curation import consistency
+
+        return consistency(self._db, self._concept_id(name), min_score=min_score, mad_k=mad_k, min_gap=min_gap)
+
+    def prune(
+        self, name: str, *, view_ids: Sequence[int] = (), outliers: bool = False, min_score: float | None = None
+    ) -> PruneReport:
+        """Drop views of `name`: those in `view_ids`, and with `outliers` those `view_consistency` flags.
+
+        One transaction; refuses to remove every view (remove the concept instead) and ids of other concepts.
+        """
+        from focuskit.memory.curation import views_to_drop
+
+        cid = self._concept_id(name)
+        current = self.view_consistency(name, min_score=min_score)
+        drop = views_to_drop(name, current, view_ids, outliers)
+        if drop:
+            with self._write() as cur:
+                cur.executemany("DELETE FROM views WHERE id = ? AND concept_id = ?", [(v, cid) for v in sorted(drop)])
+        return PruneReport(name=name.strip(), removed=sorted(drop), kept=len(current) - len(drop))
 
     def supports(self, name: str) -> list[Support]:
         """The concept's views as localizer supports (image + box), for in-context engines."""
@@ -241,8 +293,13 @@ class ConceptMemory:
         context: str = "",
         replace: bool = False,
         progress: bool = False,
+        segmenter: Segmenter | None = None,
+        sources: Sequence[str] | None = None,
     ) -> AddReport:
         """Add concept `name` from reference `images`, each with a box, a mask, or neither (found automatically).
+
+        `segmenter`: views without a mask get one from their box, stored with the view (mask re-ranking at query
+        time). `sources`: the label stored per view (default: the file's name, or "upload"; never a full path).
 
         Raises `MemoryStoreError` for a duplicate name without `replace`, an encoder mismatch, or no usable view;
         `ImageError`/`BoxError` name the view whose file or box is bad. Nothing is stored unless all goes well.
@@ -261,15 +318,18 @@ class ConceptMemory:
                 )
         if name in self and not replace:
             raise MemoryStoreError(
-                f"concept {name!r} already exists in {self.directory}: pick another name or replace it"
+                f"concept {name!r} already exists in {self.directory}: pick another name or replace it "
+                "(--replace on the command line)"
             )
         encoder = self.encoder
         self._enc.check(encoder)
-        prepared, reports = self._views.prepare(name, images, boxes, masks, encoder, progress)
+        prepared, reports = self._views.prepare(
+            name, images, boxes, masks, encoder, progress, segmenter=segmenter, sources=sources
+        )
         if not prepared:
             reasons = "; ".join(f"{r.source}: {r.reason}" for r in reports)
             raise MemoryStoreError(f"concept {name!r}: no usable view ({reasons})")
-        n_vectors = sum(len(p.vectors) for p in prepared)
+        n_vectors = sum(1 for p in prepared for variant, _ in p.vectors if not variant.startswith("mask"))
         with self._write() as cur:
             self._enc.check(encoder)
             old = cur.execute("SELECT id, color FROM concepts WHERE name = ?", (name,)).fetchone()
@@ -355,14 +415,7 @@ class ConceptMemory:
         enc = spec.create() if spec is not None else encoder
         assert not isinstance(enc, (str, EncoderSpec))
         rows = self._query("SELECT id, concept_id, x1, y1, x2, y2, image, mask FROM views ORDER BY id")
-        new_vectors: list[tuple[int, int, str, bytes]] = []
-        for vid, cid, x1, y1, x2, y2, img_blob, mask_blob in tqdm(
-            rows, desc=f"re-embed with {enc.name}", disable=not progress, unit="view"
-        ):
-            img = decode_image(img_blob, f"view {vid}")
-            mask = None if mask_blob is None else decode_mask(mask_blob, "mask")
-            for variant, vec in self._views.embed_view(enc, img, Box(x1, y1, x2, y2), mask):
-                new_vectors.append((int(vid), int(cid), variant, vec.astype(np.float32).tobytes()))
+        new_vectors = self._views.embed_stored(enc, rows, progress=progress)
         with self._write() as cur:
             current = {int(r[0]) for r in cur.execute("SELECT id FROM views").fetchall()}
             if current != {int(r[0]) for r in rows}:
@@ -375,7 +428,7 @@ class ConceptMemory:
             set_meta_in(cur, "dim", str(enc.dim))
             set_meta_in(cur, "encoder_spec", spec_json(spec))
         self._enc.set(enc, spec)
-        return len(new_vectors)
+        return sum(1 for v in new_vectors if not v[2].startswith("mask"))
 
     def verify(self) -> None:
         """Full integrity check (SQLite `quick_check`, vector sizes, index agreement); raises MemoryStoreError."""
@@ -398,5 +451,6 @@ def open_memory(directory: str | Path, **kwargs: Any) -> ConceptMemory:
 
 __all__ = ["AddReport", "AugmentConfig", "ConceptInfo", "ConceptMemory", "ConceptScores", "EncoderSpec"]
 __all__ += ["MemoryConfig", "ProposerSpec", "StoredView", "ViewReport", "default_encoder_spec", "open_memory"]
+__all__ += ["PruneReport", "ViewConsistency"]
 __all__ += ["DB_FILE", "FORMAT_FILE", "FORMAT_NAME", "FORMAT_VERSION", "INDEX_FILE", "LOCK_FILE", "SAVE_ALWAYS_MAX"]
 __all__ += ["DEFAULT_ENCODER_NAME", "DEFAULT_ENCODER_OPTIONS"]

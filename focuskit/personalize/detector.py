@@ -4,8 +4,12 @@ Two detectors behind one protocol:
 
 * `ConceptDetector` (PeKit): class-agnostic proposals -> region embeddings -> for each proposal the concept whose
   views it matches best (max cosine over that concept's stored views, via the memory's vector index) -> kept when
-  the cosine is >= `tau` -> per-concept non-maximum suppression, at most `max_per_concept` boxes each. Several
-  concepts can be found in one image.
+  the cosine is >= `tau` -> per-concept non-maximum suppression, at most `max_per_concept` boxes each (several
+  instances: `detect(..., max_instances=n)`). Several concepts can be found in one image. With a segmenter
+  (`segmenter=` or `DetectorConfig.segmenter`), a found concept's best `rerank_top` candidates above `tau` are
+  segmented, pooled inside their masks and re-ranked against the concept's stored mask embeddings (box pooling
+  finds, the mask judges: mIoU 0.623 -> 0.663 on the real-photo episodes, docs/masks.md); every detection then
+  carries its mask. Presence is still decided by the box score, so `tau` keeps its meaning.
 * `LocalizerDetector`: any in-context `Localizer` (e.g. `vlm`, `matching`) as the retrieval stage: for each
   concept, localize it with its stored views as supports. Slower (one call per concept) but uses the engine's own
   notion of presence.
@@ -27,6 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from focuskit.core.box import nms
 from focuskit.core.detections import Detections
 from focuskit.core.episode import Prediction, Support
 from focuskit.core.errors import ConfigError
@@ -35,7 +40,9 @@ from focuskit.localizers.base import Localizer
 from focuskit.matcher import MatcherConfig, RegionMatcher
 from focuskit.matcher.config import DEFAULT_ENCODER_TAG, tau_for
 from focuskit.memory.store import ConceptMemory
+from focuskit.models.encoders import FeatureMap
 from focuskit.models.proposals import Proposer
+from focuskit.models.segmenters import Segmenter, create_segmenter, list_segmenters, masks_for_boxes
 
 DEFAULT_TAU = tau_for(DEFAULT_ENCODER_TAG)
 """The matcher's threshold for the memory's default encoder (MobileNetV2 s16 with the 3x3 layout grid)."""
@@ -53,8 +60,16 @@ class DetectorConfig:
     whole_image: bool = True
     """Also score the whole image as a proposal (close-ups, where the object fills the frame); the shared matcher
     always proposes it, so turning this off makes `detect` differ from `localize` and library search."""
+    segmenter: str | None = None
+    """A `create_segmenter` name (e.g. grabcut) to return masks and re-rank by mask; None: boxes only."""
+    rerank_top: int = 8
+    """With a segmenter: a concept's best candidates above tau that are segmented and re-ranked by mask."""
 
     def __post_init__(self) -> None:
+        if self.segmenter is not None and self.segmenter not in list_segmenters():
+            raise ConfigError(f"detector.segmenter must be one of {list_segmenters()} or null, got {self.segmenter!r}")
+        if self.rerank_top < 1:
+            raise ConfigError(f"detector.rerank_top must be >= 1, got {self.rerank_top}")
         if not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"detector.tau is a cosine threshold in [-1, 1], got {self.tau}")
         if not 0.0 < self.nms_iou <= 1.0:
@@ -71,7 +86,11 @@ class Detector(Protocol):
 
     memory: ConceptMemory
 
-    def detect(self, image: ImageInput, concepts: Sequence[str] | None = None) -> Detections: ...
+    def detect(
+        self, image: ImageInput, concepts: Sequence[str] | None = None, *, max_instances: int | None = None
+    ) -> Detections:
+        """Detections best first, with `best_scores` (every concept's best score, also below tau)."""
+        ...
 
     def concept_scores(self, image: ImageInput, concepts: Sequence[str] | None = None) -> dict[str, float]:
         """Per concept, the score that `detect` thresholds (for threshold sweeps); -inf when never matched."""
@@ -80,11 +99,14 @@ class Detector(Protocol):
 
 @dataclass
 class _Scored:
+    fmap: FeatureMap
     boxes: np.ndarray
     best: np.ndarray
     """(N,) index into `names` of each proposal's best concept."""
     score: np.ndarray
     names: list[str]
+    column_best: np.ndarray
+    """(len(names),) each concept's best score over all proposals, also where another concept matched better."""
 
 
 class ConceptDetector:
@@ -97,15 +119,25 @@ class ConceptDetector:
         config: DetectorConfig | None = None,
         proposer: Proposer | None = None,
         matcher_config: MatcherConfig | None = None,
+        segmenter: Segmenter | None = None,
     ) -> None:
         self.memory = memory
         self.config = config or DetectorConfig()
+        self._segmenter = segmenter
+        self._mask_protos: dict[str, tuple[int, np.ndarray]] = {}
         self.matcher = RegionMatcher(
             matcher_config or MatcherConfig(),
             encoder=lambda: memory.encoder,
             proposers=None if proposer is None else [proposer],
         )
         """The shared matcher, embedding with the memory's encoder (whatever it is: its embeddings are tagged)."""
+
+    @property
+    def segmenter(self) -> Segmenter | None:
+        """The segmenter in use (built from the config's name on first use), or None for boxes only."""
+        if self._segmenter is None and self.config.segmenter is not None:
+            self._segmenter = create_segmenter(self.config.segmenter)
+        return self._segmenter
 
     def _score(self, img: Image.Image, concepts: Sequence[str] | None) -> _Scored:
         fmap, boxes, sources = self.matcher.encode_and_propose(img)
@@ -119,40 +151,96 @@ class ConceptDetector:
             keep = [j for j, n in enumerate(names) if n in wanted]
             names, scores = [names[j] for j in keep], scores[:, keep]
         if not names or len(boxes) == 0:
-            return _Scored(boxes, np.zeros((len(boxes),), np.int64), np.full((len(boxes),), -np.inf), names)
+            empty = np.full((len(boxes),), -np.inf)
+            return _Scored(fmap, boxes, np.zeros((len(boxes),), np.int64), empty, names, np.full(len(names), -np.inf))
         best = scores.argmax(1)
-        return _Scored(boxes, best, scores[np.arange(len(boxes)), best], names)
+        return _Scored(fmap, boxes, best, scores[np.arange(len(boxes)), best], names, scores.max(0))
+
+    def _per_concept(self, s: _Scored, concepts: Sequence[str] | None, *, any_region: bool) -> dict[str, float]:
+        """Per concept: the best score among proposals whose best concept it is, or (`any_region`) among all."""
+        out = {n: float("-inf") for n in (concepts if concepts is not None else self.memory.names())}
+        for j, n in enumerate(s.names):
+            mine = s.column_best[j : j + 1] if any_region else s.score[s.best == j]
+            if len(mine) and np.isfinite(mine).any():
+                out[n] = float(np.max(mine))
+        return out
 
     def concept_scores(self, image: ImageInput, concepts: Sequence[str] | None = None) -> dict[str, float]:
         """Per concept, the highest cosine among proposals whose best concept it is (-inf if none)."""
-        s = self._score(load_image(image), concepts)
-        out = {n: float("-inf") for n in (concepts if concepts is not None else self.memory.names())}
-        for j, n in enumerate(s.names):
-            mine = s.score[s.best == j]
-            if len(mine):
-                out[n] = float(mine.max())
-        return out
+        return self._per_concept(self._score(load_image(image), concepts), concepts, any_region=False)
 
-    def detect(self, image: ImageInput, concepts: Sequence[str] | None = None) -> Detections:
-        """Boxes of the memory's concepts (or only `concepts`) in `image`, best score first."""
-        s = self._score(load_image(image), concepts)
+    def detect(
+        self, image: ImageInput, concepts: Sequence[str] | None = None, *, max_instances: int | None = None
+    ) -> Detections:
+        """Boxes of the memory's concepts (or only `concepts`) in `image`, best score first.
+
+        At most `max_instances` boxes per concept (default: the config's `max_per_concept`), after NMS within each
+        concept. The result's `best_scores` holds every concept's best score over all proposals, also below tau
+        and where another concept matched the region better (near misses: "my mug 0.58, below 0.62").
+        """
+        n = self.config.max_per_concept if max_instances is None else int(max_instances)
+        if n < 1:
+            raise ConfigError(f"max_instances must be >= 1, got {n}")
+        img = load_image(image)
+        s = self._score(img, concepts)
+        best_scores = self._per_concept(s, concepts, any_region=True)
         keep = s.score >= self.config.tau
         if not keep.any():
-            return Detections.empty()
-        dets = Detections(s.boxes[keep], s.score[keep], [s.names[j] for j in s.best[keep]])
-        dets = dets.with_nms(self.config.nms_iou, per_name=True)
-        return _cap_per_name(dets, self.config.max_per_concept)
+            return Detections.empty(best_scores)
+        dets = Detections(s.boxes[keep], s.score[keep], [s.names[j] for j in s.best[keep]], best_scores=best_scores)
+        if self.segmenter is None:
+            return dets.with_max_instances(n, self.config.nms_iou)
+        return self._with_masks(img, s.fmap, dets, n)
+
+    def _mask_prototypes(self, name: str) -> np.ndarray:
+        gen = self.memory.generation()
+        cached = self._mask_protos.get(name)
+        if cached is None or cached[0] != gen:
+            cached = (gen, self.memory.mask_embeddings(name))
+            self._mask_protos[name] = cached
+        return cached[1]
+
+    def _with_masks(self, img: Image.Image, fmap: FeatureMap, dets: Detections, n: int) -> Detections:
+        """Per concept: its best `rerank_top` candidates segmented, re-ranked by mask against the concept's stored
+        mask embeddings (when it has any), NMS in that order, `n` kept; each detection carries its mask."""
+        segmenter = self.segmenter
+        assert segmenter is not None
+        names = np.asarray(dets.names, dtype=object)
+        parts: list[Detections] = []
+        for name in dict.fromkeys(dets.names):
+            idx = np.flatnonzero(names == name)
+            idx = idx[np.argsort(-dets.scores[idx], kind="stable")][: max(self.config.rerank_top, n)]
+            masks = masks_for_boxes(segmenter, img, dets.xyxy[idx])
+            key = dets.scores[idx]
+            protos = self._mask_prototypes(str(name))
+            mask_score = np.full(len(idx), np.nan)
+            if len(protos):
+                emb = fmap.pool_masks(masks)
+                mask_score = (emb @ protos.T).max(1)
+                key = mask_score
+            chosen = nms(dets.xyxy[idx], key, self.config.nms_iou)[:n]
+            part = Detections(
+                dets.xyxy[idx[chosen]], dets.scores[idx[chosen]], [str(name)] * len(chosen),
+                data={"mask_score": mask_score[chosen]}, masks=masks[chosen],
+            )  # fmt: skip
+            parts.append(part)
+        return _concat(parts, img.size, dets.best_scores)
 
 
-def _cap_per_name(dets: Detections, cap: int) -> Detections:
-    """Keep the `cap` best detections of each name (`dets` sorted best first)."""
-    seen: dict[str, int] = {}
-    keep = []
-    for i, name in enumerate(dets.names):
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] <= cap:
-            keep.append(i)
-    return dets[np.asarray(keep, dtype=np.int64)]
+def _concat(parts: list[Detections], size: tuple[int, int], best_scores: dict[str, float]) -> Detections:
+    """Several concepts' detections (all with masks) as one, best box score first."""
+    width, height = size
+    if not parts:
+        return Detections.empty(best_scores)
+    out = Detections(
+        np.concatenate([p.xyxy for p in parts]),
+        np.concatenate([p.scores for p in parts]),
+        [n for p in parts for n in p.names],
+        data={"mask_score": np.concatenate([p.data["mask_score"] for p in parts])},
+        masks=np.concatenate([p.masks for p in parts]).reshape(-1, height, width),  # type: ignore[misc]
+        best_scores=best_scores,
+    )
+    return out[np.argsort(-out.scores, kind="stable")]
 
 
 class LocalizerDetector:
@@ -184,16 +272,28 @@ class LocalizerDetector:
         img = load_image(image)
         return {n: float(p.score) if p.box is not None else float("-inf") for n, p in self._predict(img, concepts)}
 
-    def detect(self, image: ImageInput, concepts: Sequence[str] | None = None) -> Detections:
+    def detect(
+        self, image: ImageInput, concepts: Sequence[str] | None = None, *, max_instances: int | None = None
+    ) -> Detections:
+        """The engine's box per concept (plus its `extra_boxes`, up to `max_instances`), best score first."""
         img = load_image(image)
+        n_max = 1 if max_instances is None else int(max_instances)
+        if n_max < 1:
+            raise ConfigError(f"max_instances must be >= 1, got {n_max}")
         boxes, scores, names = [], [], []
+        best: dict[str, float] = {}
         for n, p in self._predict(img, concepts):
+            has_candidate = p.box is not None or "reason" not in p.meta
+            best[n] = float(p.score) if has_candidate else float("-inf")
             if p.box is None or (self.tau is not None and p.score < self.tau):
                 continue
-            boxes.append(p.box.clip(img.size))
-            scores.append(float(p.score))
-            names.append(n)
+            extra_scores = list(p.meta.get("extra_scores", [])) or [float(p.score)] * len(p.extra_boxes)
+            for b, sc in list(zip([p.box, *p.extra_boxes], [float(p.score), *extra_scores], strict=False))[:n_max]:
+                boxes.append(b.clip(img.size))
+                scores.append(sc)
+                names.append(n)
         if not boxes:
-            return Detections.empty()
+            return Detections.empty(best)
         dets = Detections.from_boxes(boxes, scores, names)
+        dets.best_scores = best
         return dets[np.argsort(-dets.scores, kind="stable")]
