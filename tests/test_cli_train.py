@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -57,6 +58,13 @@ def test_train_sft_runs_and_saves(tmp_path, config_file):
         (["attention_loss.k=3"], "attention_loss.k = 3 selects more layers than the model's 2 decoder layers"),
         (["data=[missing.jsonl]"], "episode file not found: missing.jsonl"),
         (["learning_rate"], "override must be key=value"),
+        (["per_device_train_batchsize=2"], "unknown key 'per_device_train_batchsize'"),
+        (["batch_size=2"], "key 'batch_size'"),
+        pytest.param(
+            ["load_in_4bit=true"],
+            "load_in_4bit (QLoRA) needs a CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="refusal without a GPU"),
+        ),
     ],
 )
 def test_train_sft_user_errors_exit_2(config_file, args, message):

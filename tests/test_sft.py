@@ -244,3 +244,35 @@ def test_checkpoint_directory_trains_and_saves_a_loadable_adapter(tmp_path, epis
     assert reloaded.family == "qwen2_vl"
     with pytest.raises(ConfigError, match=r"k = 3 .* 2 decoder layers"):
         train_sft(sft_config(episodes_file, tmp_path / "run2", f"model={base}", "attention_loss.k=3"))
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_record_makes_one_collective_per_batch_whatever_the_batch_held(tmp_path, usable):
+    """A rank whose batch had no usable episode must make the same gathers as the others, or DDP hangs."""
+    from transformers import TrainingArguments
+
+    from focuskit.training.attention_loss import AttentionLossOutput
+
+    bundle = build_tiny_vlm(TinyVLMConfig(num_layers=2))
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = FocusSFTTrainer(
+        model=bundle.model, args=args, attention_loss=AttentionLossConfig(k=1), attention_layers=(0,)
+    )
+    bundle.model.train()
+    calls = []
+    other_rank = torch.tensor([[2.0, 0.3, 0.01, 1.0, 0.0]])  # lm, loss*used, margin*used, used, skipped
+
+    def fake_gather(value):  # this rank + a second rank whose batch had one usable example
+        calls.append(tuple(value.shape))
+        return torch.cat([value.reshape(1, -1), other_rank])
+
+    trainer._gather = fake_gather
+    used = 1 if usable else 0
+    attention = AttentionLossOutput(torch.tensor(0.5), torch.tensor(0.02), used, 1 - used)
+    trainer._record(torch.tensor(1.0), attention)
+    assert calls == [(1, 5)]  # one gather, the same shape on every rank
+    metrics = trainer._metrics["train"]
+    assert metrics["lm_loss"] == [pytest.approx(1.5)]
+    expected_loss = (0.5 + 0.3) / 2 if usable else 0.3  # averaged over the examples that had the loss
+    assert metrics["attn_loss"] == [pytest.approx(expected_loss)]
+    assert metrics["attn_skipped"] == [float(1 - used)]

@@ -156,3 +156,21 @@ def test_sampling_distribution_is_softmax_of_logits_over_temperature(checkpoints
 def test_bad_generation_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         GenerationSettings(**kwargs)
+
+
+def test_concurrent_generations_restore_the_checkpoint_config(tiny: VLMBundle) -> None:
+    """Two overlapping generations on one model (server threads): the checkpoint's config comes back once both end."""
+    from focuskit.models.vlms.generation import checkpoint_generation_defaults_disabled
+
+    original = tiny.model.generation_config
+    first, second = (
+        checkpoint_generation_defaults_disabled(tiny.model),
+        checkpoint_generation_defaults_disabled(tiny.model),
+    )
+    first.__enter__()
+    second.__enter__()
+    assert tiny.model.generation_config is not original
+    first.__exit__(None, None, None)  # the first to finish must not restore while the second still generates
+    assert tiny.model.generation_config is not original
+    second.__exit__(None, None, None)
+    assert tiny.model.generation_config is original

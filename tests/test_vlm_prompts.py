@@ -233,3 +233,32 @@ def test_prompt_config_round_trips_and_validates(tmp_path: Path) -> None:
         PromptConfig(min_pixels=100, max_pixels=10)
     with pytest.raises(ConfigError, match="box_format"):
         PromptConfig(box_format="xywh")  # type: ignore[arg-type]
+
+
+def test_default_instruction_is_the_papers_and_ours_stays_selectable(tmp_path: Path) -> None:
+    from focuskit.models.vlms.prompts import FOCUSKIT_INSTRUCTION, PAPER_INSTRUCTION
+
+    assert PromptConfig().instruction == PAPER_INSTRUCTION
+    # The paper's section 5.1 sentences, including the output-format one the earlier paraphrase dropped.
+    assert PAPER_INSTRUCTION.startswith("Locate the same object across the sequence of frames shown below.")
+    assert PAPER_INSTRUCTION.endswith("in the following format: <answer>[x_min, y_min, x_max, y_max]</answer>")
+    assert PromptConfig(instruction="focuskit").instruction == FOCUSKIT_INSTRUCTION
+    assert PromptConfig(instruction="Find it.").instruction == "Find it."
+    path = save_prompt_config(PromptConfig(instruction="focuskit"), tmp_path)
+    import yaml
+
+    # Saved as its text, not the preset's name, so a later edit of the preset cannot change a checkpoint's prompt.
+    assert yaml.safe_load(path.read_text())["instruction"] == FOCUSKIT_INSTRUCTION
+    assert load_prompt_config(tmp_path).instruction == FOCUSKIT_INSTRUCTION
+
+
+def test_episode_messages_are_what_build_prompt_renders(tiny: VLMBundle) -> None:
+    from focuskit.models.vlms import parse_box
+    from focuskit.models.vlms.prompts import episode_messages
+
+    supports = [Support(_noise(64, 48, 1), Box(2, 3, 30, 40)), Support(_noise(56, 56, 2), Box(5, 5, 20, 20))]
+    built = build_prompt(tiny.processor, supports, _noise(60, 50, 3), tiny.prompt, family=tiny.family)
+    messages = episode_messages(tiny.family, tiny.prompt, built.box_texts)
+    rendered = tiny.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == built.text
+    assert parse_box("<answer>[100, 200, 300, 400]</answer>", "qwen2_vl", (640, 480)).ok  # the paper's answer form

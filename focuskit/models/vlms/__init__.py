@@ -26,10 +26,12 @@ from focuskit.models.vlms.generation import (
 )
 from focuskit.models.vlms.parsing import ParsedAnswer, parse_box
 from focuskit.models.vlms.prompts import (
+    INSTRUCTION_PRESETS,
     NOT_PRESENT,
     PromptConfig,
     answer_text,
     build_prompt,
+    episode_messages,
     format_box,
     load_prompt_config,
     save_prompt_config,
@@ -38,6 +40,7 @@ from focuskit.models.vlms.tiny import TinyVLMConfig, build_tiny_vlm, load_tiny_c
 
 __all__ = [
     "IGNORE_INDEX",
+    "INSTRUCTION_PRESETS",
     "NOT_PRESENT",
     "VISION_TOKENS",
     "BoxFormat",
@@ -57,6 +60,7 @@ __all__ = [
     "collate_encoded",
     "encode_episode",
     "episode_answer",
+    "episode_messages",
     "family_of_processor",
     "family_spec",
     "format_box",

@@ -16,6 +16,7 @@ with such a config and checks the answers are unchanged).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -182,22 +183,38 @@ def build_generation_config(
     )
 
 
+_SWAP_LOCK = threading.Lock()
+_SWAPPED: dict[int, tuple[int, Any]] = {}
+"""id(base model) -> (generations in flight, the checkpoint's generation_config), for concurrent generations."""
+
+
 @contextlib.contextmanager
 def checkpoint_generation_defaults_disabled(model: Any) -> Iterator[None]:
     """Within the block, the model's `generation_config` (the checkpoint's defaults) is an empty one.
 
     transformers fills each parameter a call leaves at None from `model.generation_config`; with an empty one
-    those stay at transformers' neutral library defaults instead of the checkpoint's.
+    those stay at transformers' neutral library defaults instead of the checkpoint's. Safe for concurrent
+    generations on one model (a server's threads): the first to enter swaps, the last to leave restores.
     """
     from transformers import GenerationConfig
 
     base = base_model(model)
-    saved = getattr(base, "generation_config", None)
-    base.generation_config = GenerationConfig()
+    key = id(base)
+    with _SWAP_LOCK:
+        count, saved = _SWAPPED.get(key, (0, None))
+        if count == 0:
+            saved = getattr(base, "generation_config", None)
+            base.generation_config = GenerationConfig()
+        _SWAPPED[key] = (count + 1, saved)
     try:
         yield
     finally:
-        base.generation_config = saved
+        with _SWAP_LOCK:
+            count, saved = _SWAPPED.pop(key)
+            if count > 1:
+                _SWAPPED[key] = (count - 1, saved)
+            else:
+                base.generation_config = saved
 
 
 def generate(model: Any, inputs: Mapping[str, Any], generation_config: Any, *, seed: int | None = None) -> Any:

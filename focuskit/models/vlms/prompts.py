@@ -23,10 +23,26 @@ from focuskit.core.episode import ImageRef, Support, open_image
 from focuskit.core.errors import ConfigError, DatasetError, ImageError
 from focuskit.models.vlms.families import BOX_FORMATS, BoxFormat, Family, family_spec, resolve_box_format
 
-DEFAULT_INSTRUCTION = (
+PAPER_INSTRUCTION = (
+    "Locate the same object across the sequence of frames shown below. Your goal is to identify the target object "
+    "consistently using the visual context provided.\n"
+    "For the first T-1 frames, the bounding box of the object is already provided. Use this information and the "
+    "visual context to predict where the same object appears in the final frame.\n"
+    "Output the predicted bounding box for the last frame in the following format: "
+    "<answer>[x_min, y_min, x_max, y_max]</answer>"
+)
+"""The FOCUS paper's prompt, section 5.1 ("the exact prompt text used in all experiments"), verbatim; the paper
+prints its three sentences as separate blocks (joined here by newlines) and writes T-1 as a formula, kept as text.
+Its output-format sentence names `<answer>[...]</answer>`; focuskit's training targets stay in the family's own box
+form (Qwen2-VL: box tokens), and `parse_box` reads both, so an untrained model that follows the sentence is scored."""
+FOCUSKIT_INSTRUCTION = (
     "Locate the same object across the sequence of frames. Each frame but the last is followed by the bounding box "
     "of the object in it. Predict where the same object appears in the final frame and answer with its bounding box."
 )
+"""focuskit's earlier paraphrase (no output-format sentence, shorter); `instruction: focuskit` selects it. The tiny
+offline model uses it, so its tokenizer and sequence lengths stay what tests and benchmarks were sized for."""
+INSTRUCTION_PRESETS = {"paper": PAPER_INSTRUCTION, "focuskit": FOCUSKIT_INSTRUCTION}
+DEFAULT_INSTRUCTION = PAPER_INSTRUCTION
 ABSENT_INSTRUCTION = ' If the object does not appear in the final frame, answer "not present".'
 NOT_PRESENT = "not present"
 """The answer for a query without the object (issue 5: absent-object handling); `parse_box` reads it as absent."""
@@ -43,7 +59,8 @@ class PromptConfig:
     """How episodes become prompts. Saved with checkpoints (`PROMPT_FILE`)."""
 
     instruction: str = DEFAULT_INSTRUCTION
-    """Task instruction; never names the category, so the model must match the supports' instance."""
+    """Task instruction; never names the category, so the model must match the supports' instance. `paper` (the
+    default text) or `focuskit` select a preset (`INSTRUCTION_PRESETS`); any other string is used as written."""
     allow_absent: bool = False
     """Tell the model it may answer "not present", and allow absent-query episodes in training (off in the paper)."""
     box_format: Literal["auto", "norm1000_tokens", "resized_pixels_json", "norm1_list"] = "auto"
@@ -54,6 +71,7 @@ class PromptConfig:
     """Qwen families: images larger than this are downscaled. Visual tokens per image = pixels / 28^2."""
 
     def __post_init__(self) -> None:
+        self.instruction = INSTRUCTION_PRESETS.get(self.instruction, self.instruction)
         if self.box_format != "auto" and self.box_format not in BOX_FORMATS:
             raise ConfigError(
                 f"prompt.box_format must be 'auto' or one of {', '.join(BOX_FORMATS)}, got {self.box_format!r}"
@@ -197,6 +215,12 @@ def _content(family: Family, instruction: str, box_texts: Sequence[str]) -> list
     return [{"type": "text", "text": "".join(parts)}]
 
 
+def episode_messages(family: Family, prompt: PromptConfig, box_texts: Sequence[str]) -> list[dict[str, Any]]:
+    """The chat messages `build_prompt` renders (one user turn: instruction, then support images with their box
+    texts, then the query image), for trainers that render prompts themselves (TRL's GRPOTrainer)."""
+    return [{"role": "user", "content": _content(family, prompt.full_instruction(), box_texts)}]
+
+
 def build_prompt(
     processor: Any,
     supports: Sequence[Support],
@@ -236,7 +260,7 @@ def build_prompt(
         if query_box is not None:
             query_box.validate(sizes[-1], where=f"{at}query")
         answer = answer_text(query_box, box_format, sizes[-1], resized[-1])
-    messages = [{"role": "user", "content": _content(family, prompt.full_instruction(), box_texts)}]
+    messages = episode_messages(family, prompt, box_texts)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if isinstance(text, list):  # some processors return one rendering per conversation
         text = text[0]

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from focuskit.core.config import load_config
 from focuskit.core.errors import ConfigError
 from focuskit.models.vlms.factory import VLMBundle
-from focuskit.models.vlms.prompts import ABSENT_INSTRUCTION, DEFAULT_INSTRUCTION, NOT_PRESENT, PromptConfig
+from focuskit.models.vlms.prompts import ABSENT_INSTRUCTION, FOCUSKIT_INSTRUCTION, NOT_PRESENT, PromptConfig
 
 SPECIAL_TOKENS = [
     "<|im_start|>",
@@ -71,7 +71,7 @@ LLAVA_ONEVISION_CHAT_TEMPLATE = (
 LLAVA_SPECIAL_TOKENS = ["<image>", "<video>"]
 
 _TOKENIZER_CORPUS = (
-    DEFAULT_INSTRUCTION,
+    FOCUSKIT_INSTRUCTION,
     ABSENT_INSTRUCTION,
     NOT_PRESENT,
     "system You are a helpful assistant. user assistant",
@@ -124,7 +124,7 @@ class TinyVLMConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def prompt_config(self) -> PromptConfig:
-        return PromptConfig(min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return PromptConfig(instruction="focuskit", min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
 
 def load_tiny_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TinyVLMConfig:
