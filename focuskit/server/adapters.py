@@ -5,10 +5,14 @@ Kept apart so the routes stay thin and only this module follows the backends' an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
+from focuskit.core.detections import Detections
 from focuskit.server.settings import BackendSettings
 
 
@@ -27,14 +31,55 @@ def create_backend(cfg: BackendSettings) -> Any:
     )
 
 
-def personalized_answer(memory: Any, detector: Any, backend: Any, image: Image.Image, question: str) -> dict[str, Any]:
-    """PeKit's answer pipeline (`focuskit.personalize.answer.ask`) with the server's shared detector, as JSON."""
+@dataclass
+class CappedDetector:
+    """The server's shared detector (built for `max_instances_limit` boxes per concept) cut to one request's
+    `max_instances`, so every request shares one model but gets the instances it asked for."""
+
+    inner: Any
+    max_instances: int
+
+    @property
+    def memory(self) -> Any:
+        return self.inner.memory
+
+    def detect(self, image: Any, concepts: Sequence[str] | None = None) -> Detections:
+        dets = self.inner.detect(image, concepts)
+        return dets.with_max_instances(self.max_instances, self.inner.config.nms_iou) if len(dets) else dets
+
+    def concept_scores(self, image: Any, concepts: Sequence[str] | None = None) -> dict[str, float]:
+        return self.inner.concept_scores(image, concepts)
+
+
+def with_masks(dets: Detections, image: Image.Image, segmenter: Any) -> Detections:
+    """The detections with one mask each from `segmenter`, prompted by their boxes."""
+    from focuskit.models.segmenters import masks_for_boxes
+
+    if len(dets) == 0:
+        return dets
+    masks = np.asarray(masks_for_boxes(segmenter, image, dets.xyxy), dtype=bool)
+    return Detections(dets.xyxy, dets.scores, dets.names, dets.data, masks=masks)
+
+
+def personalized_answer(
+    memory: Any, detector: Any, backend: Any, image: Image.Image, question: str, *, test_model: bool = False
+) -> dict[str, Any]:
+    """PeKit's answer pipeline (`focuskit.personalize.answer.ask`) with the server's shared detector, as JSON.
+
+    Besides the answer it returns what the VLM was given, so the page can show the work: `prompt` (the exact text)
+    and `prompted_image` (a PNG data URL of the exact image passed to the backend, boxes and legend drawn), and
+    each detection's color, which is the one the prompt names.
+    """
     from focuskit.personalize.answer import ask
+    from focuskit.server.present import data_url, detections_json
 
     answer = ask(image, question, memory, backend, detector=detector)
     return {
         "answer": answer.text,
         "personalized": answer.personalized,
-        "detections": answer.detections.to_json(),
+        "detections": detections_json(memory, answer.detections),
         "prompt": answer.prompt,
+        "prompted_image": data_url(answer.annotated_image),
+        "backend": getattr(backend, "name", type(backend).__name__),
+        "test_model": test_model,
     }

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from focuskit.core.errors import ConceptNameError
@@ -14,8 +15,10 @@ from focuskit.core.names import check_concept_name
 from focuskit.server.deps import app_state, json_field, parse_box, require_token
 from focuskit.server.errors import ApiError, NotFound
 from focuskit.server.imaging import image_response
+from focuskit.server.present import concept_color_json, view_source
 from focuskit.server.routes.library import load_library_image
 from focuskit.server.security import read_image
+from focuskit.server.state import AppState
 
 router = APIRouter(tags=["concepts"], dependencies=[Depends(require_token)])
 
@@ -28,22 +31,32 @@ class ConceptPatch(BaseModel):
 
 
 def concept_json(request: Request, name: str) -> dict[str, Any]:
-    memory = app_state(request).memory
+    """A concept as the API shows it: its color (stored slot, hex and name), context and views.
+
+    A view's `source` never carries a server path: a file inside the library is named relative to it, any other
+    file by its name only, and an upload as "upload" (`present.view_source`).
+    """
+    state = app_state(request)
+    memory = state.memory
     info = memory.get(name)
     views = memory.views(name)
     base = f"/concepts/{quote(info.name, safe='')}/views"
+    color = concept_color_json(info.color)
     return {
         "name": info.name,
         "context": info.context,
-        "color": info.color,
+        "color": color["color"],
+        "color_name": color["color_name"],
+        "color_slot": info.color,
         "vectors": info.vectors,
         "views": [
             {
                 "index": i,
-                "source": v.source,
+                **view_source(v.source, state.library_dir),
                 "how": v.how,
                 "box": v.box.as_list(),
                 "size": [v.image.width, v.image.height],
+                "has_mask": v.mask is not None,
                 "thumbnail": f"{base}/{i}/thumbnail",
             }
             for i, v in enumerate(views)
@@ -80,9 +93,45 @@ async def create_concept(
         "[]", description='JSON list of {"path": relative library path, "frame": int|null, "box": [x1,y1,x2,y2]|null}'
     ),
     replace: bool = Form(False, description="Replace an existing concept of that name"),
+    segment: bool = Form(False, description="Store a mask with each view, from the server's segmenter"),
     images: list[UploadFile] = File(default=[], description="Reference photos"),
 ) -> dict[str, Any]:
     state = app_state(request)
+    if check_name(name) in state.memory and not replace:  # answered now, not after the photos are read and segmented
+        raise ApiError(
+            409, "concept_exists", f"concept {name.strip()!r} already exists: pick another name or send replace=true"
+        )
+    views, view_boxes = await read_views(state, images, boxes, library_images)
+    if segment:
+        found = await run_in_threadpool(_segment_views, state, views, view_boxes)
+        view_masks: list[Any] | None = [f.mask for f in found]
+        view_boxes = [f.box for f in found]
+    else:
+        view_masks = None
+
+    def add() -> dict[str, Any]:
+        # One writer at a time in this process (the memory's file lock covers other processes); the compute slot is
+        # taken first, always in that order, so a writer never waits for a slot while holding the write lock.
+        with state.compute, state.write_lock:
+            clean = check_name(name)
+            if clean in state.memory and not replace:
+                raise ApiError(
+                    409, "concept_exists", f"concept {clean!r} already exists: pick another name or send replace=true"
+                )
+            report = state.memory.add(
+                clean, views, boxes=view_boxes, masks=view_masks, context=context, replace=replace
+            )
+            # Answer with what was committed, read under the same lock: a DELETE racing this request waits for it,
+            # so the reply never contradicts the write (it used to 422 when the DELETE slipped in between).
+            return concept_json(request, report.name)
+
+    return await run_in_threadpool(add)
+
+
+async def read_views(
+    state: AppState, images: list[UploadFile], boxes: str, library_images: str
+) -> tuple[list[Image.Image], list[Any]]:
+    """The reference photos of a request (uploads, then library picks) and their boxes (None: find it)."""
     settings = state.settings
     box_list = json_field(boxes, "boxes", expect=list, default=[])
     picks = json_field(library_images, "library_images", expect=list, default=[])
@@ -118,22 +167,43 @@ async def create_concept(
             )
         view_boxes.append(parse_box(pick.get("box"), f"library_images[{i}].box"))
         views.append(await run_in_threadpool(load_library_image, state, pick["path"], frame))
+    return views, view_boxes
 
-    def add() -> dict[str, Any]:
-        # One writer at a time in this process (the memory's file lock covers other processes); the compute slot is
-        # taken first, always in that order, so a writer never waits for a slot while holding the write lock.
-        with state.compute, state.write_lock:
-            clean = check_name(name)
-            if clean in state.memory and not replace:
-                raise ApiError(
-                    409, "concept_exists", f"concept {clean!r} already exists: pick another name or send replace=true"
-                )
-            report = state.memory.add(clean, views, boxes=view_boxes, context=context, replace=replace)
-            # Answer with what was committed, read under the same lock: a DELETE racing this request waits for it,
-            # so the reply never contradicts the write (it used to 422 when the DELETE slipped in between).
-            return concept_json(request, report.name)
 
-    return await run_in_threadpool(add)
+def _segment_views(state: AppState, views: list[Image.Image], boxes: list[Any]) -> list[Any]:
+    """Auto-box the views without a box and segment every box; a view no box is found for is refused (422)."""
+    from focuskit.server.teaching import find_views
+
+    with state.compute:
+        found = find_views(state.memory, views, boxes, state.segmenter())
+    missing = [f.index for f in found if f.box is None]
+    if missing:
+        raise ApiError(422, "no_object_found", f"no object found in view(s) {missing}: draw a box on them")
+    return found
+
+
+@router.post("/autobox", summary="Find the object (box, and mask if asked) in reference photos; nothing is saved")
+async def autobox(
+    request: Request,
+    boxes: str = Form("[]", description="JSON list, one [x1,y1,x2,y2] (kept) or null (find it) per uploaded image"),
+    library_images: str = Form("[]", description='JSON list of {"path", "frame", "box"} as for POST /concepts'),
+    segment: bool = Form(False, description="Also return a mask (COCO RLE) per view"),
+    images: list[UploadFile] = File(default=[], description="Reference photos"),
+) -> dict[str, Any]:
+    """What `POST /concepts` would use as each view's region, for the user to check and edit before saving."""
+    state = app_state(request)
+    views, view_boxes = await read_views(state, images, boxes, library_images)
+
+    def run() -> dict[str, Any]:
+        from focuskit.server.teaching import find_views
+
+        with state.compute:
+            found = find_views(state.memory, views, view_boxes, state.segmenter() if segment else None)
+        return {
+            "views": [{**f.to_json(), "width": v.width, "height": v.height} for f, v in zip(found, views, strict=True)]
+        }
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/concepts/{name}/views/{index}/thumbnail", name="concept_thumbnail", summary="A view's thumbnail (JPEG)")
