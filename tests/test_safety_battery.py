@@ -331,6 +331,12 @@ API_CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("localize-segment-not-bool", "POST", "/localize",
      {"files": [("query", ("x.jpg", _jpeg(), "image/jpeg"))], "data": {"concept": "victim", "segment": "maybe"}},
      422, "invalid_request"),
+    ("prune-foreign", "POST", "/concepts/victim/prune", {"json": {"outliers": True}, "headers": {"Origin": EVIL}},
+     403, "cross_origin"),
+    ("prune-unknown-concept", "POST", "/concepts/nobody/prune", {"json": {"outliers": True}}, 404, "not_found"),
+    ("prune-nothing-asked", "POST", "/concepts/victim/prune", {"json": {}}, 422, "invalid_request"),
+    ("prune-unknown-view", "POST", "/concepts/victim/prune", {"json": {"view_ids": [999999]}}, 422, "invalid_input"),
+    ("prune-ids-not-a-list", "POST", "/concepts/victim/prune", {"json": {"view_ids": "all"}}, 422, "invalid_request"),
     ("ask-blank-question", "POST", "/ask",
      {"files": [("image", ("x.jpg", _jpeg(), "image/jpeg"))], "data": {"question": "   "}}, 422, "invalid_request"),
 ]  # fmt: skip

@@ -105,6 +105,16 @@ def test_detect_reports_each_detections_concept_color(client: TestClient) -> Non
     assert "mask" not in box[0]  # masks only when asked
 
 
+def test_detect_names_the_near_misses_below_the_threshold(client: TestClient) -> None:
+    """Nothing of ours in coffee.jpg: no detection, but each concept's best score is reported, below tau."""
+    body = client.post("/detect", files=[_file("image", "coffee.jpg")]).json()
+    assert body["detections"] == []
+    misses = {m["concept"]: m for m in body["near_misses"]}
+    assert set(misses) == {"my cup", "my box"}
+    assert all(m["score"] < body["tau"] == m["tau"] for m in misses.values())
+    assert misses["my box"]["color"] == "#3cb44b"
+
+
 def test_ask_returns_the_exact_prompt_and_pixels_the_backend_got(client: TestClient) -> None:
     state = client.app.state.focuskit  # type: ignore[attr-defined]
     recorder = RecordingBackend()
@@ -200,31 +210,60 @@ def test_segment_on_creation_stores_a_mask_with_each_view(client: TestClient) ->
     r = client.post("/concepts", data=data, files=[_file("images", "box_f0000.jpg"), _file("images", "box_f0100.jpg")])
     assert r.status_code == 201, r.text
     views = r.json()["views"]
-    assert [v["has_mask"] for v in views] == [True, True] and {v["how"] for v in views} == {"mask"}
+    assert [v["has_mask"] for v in views] == [True, True] and [v["how"] for v in views] == ["box", "auto"]
     assert client.delete("/concepts/masked box").status_code == 200
 
 
 def test_view_sources_never_show_server_paths(client: TestClient, tree: Path) -> None:
-    """A CLI-added view stores its file path: shown relative to the library, or by file name outside it."""
+    """A CLI-added view is shown by its file name, an upload as "upload", a library pick by its library path."""
     state = client.app.state.focuskit  # type: ignore[attr-defined]
     outside = tree / "elsewhere" / "deep"
-    outside.mkdir(parents=True)
+    outside.mkdir(parents=True, exist_ok=True)
     shutil.copy(REAL / "cup_f0080.jpg", outside / "cup_f0080.jpg")
-    inside = tree / "library" / "cup_f0010.jpg"
     with state.write_lock:
-        state.memory.add("cli cup", [inside, outside / "cup_f0080.jpg"], boxes=[Box(*CUP), None])
+        state.memory.add("cli cup", [tree / "library" / "cup_f0010.jpg", outside / "cup_f0080.jpg"],
+                         boxes=[Box(*CUP), None])  # fmt: skip
+    picks = json.dumps([{"path": "box_f0100.jpg", "box": None}])
+    r = client.post("/concepts", data={"name": "picked box", "library_images": picks})
+    assert r.status_code == 201, r.text
     try:
         text = client.get("/concepts").text
         assert str(tree) not in text and "/elsewhere" not in text
-        views = client.get("/concepts/cli cup").json()["views"]
-        assert [(v["source"], v["source_kind"]) for v in views] == [
-            ("cup_f0010.jpg", "library"),
-            ("cup_f0080.jpg", "file"),
-        ]
-        box_views = client.get("/concepts/my box").json()["views"]
-        assert [(v["source"], v["source_kind"]) for v in box_views] == [("upload", "upload")]
+        sources = {
+            c["name"]: [(v["source"], v["source_kind"]) for v in c["views"]]
+            for c in client.get("/concepts").json()["concepts"]
+        }
+        assert sources["cli cup"] == [("cup_f0010.jpg", "file"), ("cup_f0080.jpg", "file")]
+        assert sources["my box"] == [("upload", "upload")]
+        assert sources["picked box"] == [("box_f0100.jpg", "file")]
     finally:
         client.delete("/concepts/cli cup")
+        client.delete("/concepts/picked box")
+
+
+def test_views_show_their_consistency_and_outliers_can_be_pruned(client: TestClient) -> None:
+    """Three views of the box and one of the coffee cup: the coffee view is the outlier; pruning drops it."""
+    photos = ["box_f0000.jpg", "box_f0100.jpg", "box_f0230.jpg", "coffee.jpg"]
+    boxes = [BOX, [222.0, 20.0, 545.0, 268.0], None, None]
+    files = [_file("images", p) for p in photos]
+    r = client.post("/concepts", data={"name": "mixed box", "boxes": json.dumps(boxes)}, files=files)
+    assert r.status_code == 201, r.text
+    try:
+        views = r.json()["views"]
+        assert all(isinstance(v["consistency"], float) for v in views)
+        worst = min(views, key=lambda v: v["consistency"])
+        assert worst["index"] == 3  # the coffee photo agrees least with the others
+        bad = client.post("/concepts/mixed box/prune", json={"view_ids": [10**6]})
+        assert bad.status_code == 422 and set(bad.json()) == {"error", "message"}
+        assert client.post("/concepts/mixed box/prune", json={}).status_code == 422
+        every = client.post("/concepts/mixed box/prune", json={"view_ids": [v["view_id"] for v in views]})
+        assert every.status_code == 422 and "remove the concept" in every.json()["message"]
+        pruned = client.post("/concepts/mixed box/prune", json={"view_ids": [worst["view_id"]]}).json()
+        assert pruned["removed"] == [worst["view_id"]] and pruned["kept"] == 3
+        assert [v["view_id"] for v in pruned["concept"]["views"]] == [v["view_id"] for v in views[:3]]
+        assert client.post("/concepts/nobody/prune", json={"outliers": True}).status_code == 404
+    finally:
+        client.delete("/concepts/mixed box")
 
 
 def test_library_search_reports_near_misses_below_the_threshold(client: TestClient) -> None:

@@ -325,6 +325,22 @@ def test_localize_against_a_saved_concept_with_masks_and_indexing_progress(serve
             flat = np.flatnonzero(truth.reshape(-1))
             assert ones == len(flat) > 1000 and index_sum == int(flat.sum())
 
+            # Concepts: each view's agreement with the others; dropping the odd one (a coffee photo) from the page.
+            files = [("images", (n, (REAL / n).read_bytes(), "image/jpeg")) for n in ("box_f0000.jpg", "coffee.jpg")]
+            data = {"name": "mixed box", "boxes": f"[{list(BOX)}, null]"}
+            mixed = httpx.post(f"{server}/concepts", data=data, files=files, headers=HEADERS, timeout=60).json()
+            coffee = mixed["views"][1]["view_id"]
+            page.reload()
+            page.wait_for_selector("body[data-ready='1']")
+            page.click(".tab[data-tab='concepts']")
+            card = ".concept[data-name='mixed box']"
+            assert "agrees" in page.inner_text(f"{card} figure[data-view-id='{coffee}']")
+            page.click(f"{card} figure[data-view-id='{coffee}'] >> text=Drop")
+            page.wait_for_function(f'document.querySelectorAll("{card} figure").length === 1')
+            assert "removed 1 view" in page.inner_text("#status")
+            left = httpx.get(f"{server}/concepts/mixed box").json()["views"]
+            assert [v["view_id"] for v in left] == [mixed["views"][0]["view_id"]]
+
             # Indexing progress: counts while it runs, on whatever tab the user is, then the finished run.
             # (recomputing every photo: the library is unchanged, so "Update index" would have nothing to do)
             assert httpx.post(f"{server}/library/index?reindex=true", headers=HEADERS).status_code == 202
@@ -340,7 +356,8 @@ def test_localize_against_a_saved_concept_with_masks_and_indexing_progress(serve
             assert errors == []
             browser.close()
     finally:
-        httpx.delete(f"{server}/concepts/the printed box", headers=HEADERS)
+        for name in ("the printed box", "mixed box"):
+            httpx.delete(f"{server}/concepts/{name}", headers=HEADERS)
 
 
 def _evil_page(server: str) -> str:

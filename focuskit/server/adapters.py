@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from focuskit.core.detections import Detections
@@ -33,8 +32,8 @@ def create_backend(cfg: BackendSettings) -> Any:
 
 @dataclass
 class CappedDetector:
-    """The server's shared detector (built for `max_instances_limit` boxes per concept) cut to one request's
-    `max_instances`, so every request shares one model but gets the instances it asked for."""
+    """The server's shared detector with one request's `max_instances`, for `personalize.answer.ask`, which calls
+    `detect(image)`: every request shares one model and gets the instances it asked for."""
 
     inner: Any
     max_instances: int
@@ -43,22 +42,11 @@ class CappedDetector:
     def memory(self) -> Any:
         return self.inner.memory
 
-    def detect(self, image: Any, concepts: Sequence[str] | None = None) -> Detections:
-        dets = self.inner.detect(image, concepts)
-        return dets.with_max_instances(self.max_instances, self.inner.config.nms_iou) if len(dets) else dets
+    def detect(self, image: Any, concepts: Sequence[str] | None = None, **_: Any) -> Detections:
+        return self.inner.detect(image, concepts, max_instances=self.max_instances)
 
     def concept_scores(self, image: Any, concepts: Sequence[str] | None = None) -> dict[str, float]:
         return self.inner.concept_scores(image, concepts)
-
-
-def with_masks(dets: Detections, image: Image.Image, segmenter: Any) -> Detections:
-    """The detections with one mask each from `segmenter`, prompted by their boxes."""
-    from focuskit.models.segmenters import masks_for_boxes
-
-    if len(dets) == 0:
-        return dets
-    masks = np.asarray(masks_for_boxes(segmenter, image, dets.xyxy), dtype=bool)
-    return Detections(dets.xyxy, dets.scores, dets.names, dets.data, masks=masks)
 
 
 def personalized_answer(
@@ -71,13 +59,16 @@ def personalized_answer(
     each detection's color, which is the one the prompt names.
     """
     from focuskit.personalize.answer import ask
-    from focuskit.server.present import data_url, detections_json
+    from focuskit.server.present import data_url, detections_json, near_misses_json
 
     answer = ask(image, question, memory, backend, detector=detector)
+    tau = float(detector.inner.config.tau)
     return {
         "answer": answer.text,
         "personalized": answer.personalized,
         "detections": detections_json(memory, answer.detections),
+        "tau": round(tau, 4),
+        "near_misses": near_misses_json(answer.detections, tau, memory),
         "prompt": answer.prompt,
         "prompted_image": data_url(answer.annotated_image),
         "backend": getattr(backend, "name", type(backend).__name__),

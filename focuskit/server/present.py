@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
-import re
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from focuskit.core.detections import Detections
@@ -48,40 +45,17 @@ def data_url(image: Image.Image, fmt: str = "PNG") -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def mask_data_url(mask: np.ndarray) -> str:
-    """A boolean (H, W) mask as a black-and-white PNG data URL."""
-    return data_url(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255))
+def view_source(source: str) -> dict[str, str]:
+    """A view's origin as shown: the memory stores a file name (the CLI's views), a library-relative path (views
+    picked from the library here) or "upload", never a server path (older memories' absolute paths are shown by
+    their file name by the memory itself). `source_kind` tells uploads from files."""
+    return {"source": source, "source_kind": "upload" if source == "upload" else "file"}
 
 
-def view_source(source: str, library_dir: Path | None) -> dict[str, str]:
-    """What to show for a view's origin without leaking server paths.
-
-    A view added from a file (the CLI stores the path it was given, absolute or relative to its working folder) is
-    shown relative to the library when it lies inside it, else by its file name only; views uploaded or picked
-    through the API are stored without a path ("image 2").
-    """
-    if re.fullmatch(r"image \d+", source):  # `memory.views.source_name` of an in-memory image
-        return {"source": "upload", "source_kind": "upload"}
-    path = Path(source)
-    if path.is_absolute() and library_dir is not None:
-        try:
-            return {"source": path.resolve().relative_to(library_dir).as_posix(), "source_kind": "library"}
-        except (ValueError, OSError):
-            pass
-    return {"source": path.name, "source_kind": "file"}
-
-
-def near_misses(
-    scores: dict[str, float], found: set[str], tau: float, memory: Any, *, limit: int = 3
-) -> list[dict[str, Any]]:
-    """Concepts not found whose best score came within reach: "my mug 0.58, below 0.62", best first."""
-    rows = [
-        (name, score)
-        for name, score in scores.items()
-        if name not in found and np.isfinite(score) and name in memory and score < tau
-    ]
-    rows.sort(key=lambda r: -r[1])
+def near_misses_json(dets: Detections, tau: float, memory: Any, *, limit: int = 3) -> list[dict[str, Any]]:
+    """The concepts not found whose best score came closest to `tau` ("my mug 0.58, below 0.62"), best first."""
     return [
-        {"concept": n, "score": round(float(s), 4), "tau": round(float(tau), 4), **concept_color_json(memory.color(n))}
-        for n, s in rows[:limit]
+        {"concept": n, "score": round(s, 4), "tau": round(float(tau), 4), **concept_color_json(memory.color(n))}
+        for n, s in dets.near_misses(tau)[:limit]
+        if n in memory
     ]

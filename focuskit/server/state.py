@@ -85,7 +85,7 @@ class AppState:
         self._job_thread: threading.Thread | None = None
         self._model_lock = threading.Lock()
         self._localizers: dict[str, Any] = {}
-        self._detector: Any | None = None
+        self._detectors: dict[str, Any] = {}
         self._backend: Any | None = None
         self._segmenter: Any | None = None
         self.library_dir: Path | None = settings.library_dir.resolve() if settings.library_dir is not None else None
@@ -122,17 +122,19 @@ class AppState:
                 self._localizers[engine] = create_localizer(engine, **options)
             return self._localizers[engine]
 
-    def detector(self) -> Any:
+    def detector(self, *, segment: bool = False) -> Any:
+        """The shared detector; with `segment`, the one whose detections carry masks from the server's segmenter
+        (its best candidates re-ranked by mask, `ConceptDetector` with a segmenter)."""
+        segmenter = self.segmenter() if segment else None
         with self._model_lock:
-            if self._detector is None:
+            key = "segment" if segment else "boxes"
+            if key not in self._detectors:
                 from focuskit.personalize.detector import ConceptDetector, DetectorConfig
 
-                # Built for the most instances a request may ask for; `/detect` and `/ask` cut to theirs.
-                options: dict[str, Any] = {"max_per_concept": self.settings.max_instances_limit}
-                if self.settings.detector_tau is not None:
-                    options["tau"] = self.settings.detector_tau
-                self._detector = ConceptDetector(self.memory, config=DetectorConfig(**options))
-            return self._detector
+                tau = self.settings.detector_tau
+                config = DetectorConfig() if tau is None else DetectorConfig(tau=tau)
+                self._detectors[key] = ConceptDetector(self.memory, config=config, segmenter=segmenter)
+            return self._detectors[key]
 
     def segmenter(self) -> Any:
         with self._model_lock:

@@ -83,7 +83,8 @@ async def localize(
             masks = None
             if segment and boxes:
                 masks = masks_for_boxes(state.segmenter(), query_img, np.array([b.to_xyxy() for b in boxes]))
-        instances = [{"box": b.as_list()} for b in boxes]
+        scores = [float(pred.score), *pred.meta.get("extra_scores", [])]
+        instances = [{"box": b.as_list(), "score": round(sc, 4)} for b, sc in zip(boxes, scores, strict=False)]
         if masks is not None:
             for inst, m in zip(instances, masks, strict=True):
                 inst["mask"] = encode_rle(m)
@@ -122,19 +123,18 @@ async def detect(
             raise ApiError(404, "not_found", f"unknown concept(s) {unknown}; concepts: {state.memory.names()}")
 
     def run() -> dict[str, Any]:
-        from focuskit.server.adapters import CappedDetector, with_masks
-        from focuskit.server.present import detections_json
+        from focuskit.server.present import detections_json, near_misses_json
 
         with state.compute:
-            detector = CappedDetector(state.detector(), max_instances)
-            dets = detector.detect(img, wanted)
-            if segment:
-                dets = with_masks(dets, img, state.segmenter())
+            detector = state.detector(segment=segment)
+            dets = detector.detect(img, wanted, max_instances=max_instances)
+        tau = float(detector.config.tau)
         return {
             "width": img.width,
             "height": img.height,
-            "tau": round(float(detector.inner.config.tau), 4),
+            "tau": round(tau, 4),
             "detections": detections_json(state.memory, dets),
+            "near_misses": near_misses_json(dets, tau, state.memory),
         }
 
     return await run_in_threadpool(run)

@@ -313,18 +313,31 @@ async function refreshConcepts() {
     const thumbs = el("div", { class: "views" });
     for (const v of c.views) {
       const img = el("img", { alt: `${c.name} view ${v.index + 1}`, title: `${v.source} (${v.how}${v.has_mask ? ", mask" : ""})` });
-      thumbs.append(el("figure", { class: "view-thumb", "data-index": v.index }, img, el("figcaption", {}, v.source)));
+      const agreement = v.consistency === null ? "" : ` · agrees ${v.consistency.toFixed(2)}`;
+      const caption = el("figcaption", {}, `${v.source}${agreement}` + (v.outlier ? ` · outlier: ${v.outlier_reason}` : ""));
+      const drop = el("button", { class: "secondary small", type: "button", title: "Remove this view from the concept", onclick: () => guarded(() => pruneViews(c.name, { view_ids: [v.view_id] })) }, "Drop");
+      if (c.views.length < 2) drop.disabled = true;
+      thumbs.append(el("figure", { class: "view-thumb" + (v.outlier ? " outlier" : ""), "data-index": v.index, "data-view-id": v.view_id }, img, caption, drop));
       blobUrl(v.thumbnail).then((u) => { img.src = u; }).catch(() => {});
     }
+    const outliers = c.views.filter((v) => v.outlier).length;
     const rename = el("button", { class: "secondary", type: "button", onclick: () => guarded(() => renameConcept(c.name)) }, "Rename");
     const del = el("button", { class: "danger", type: "button", onclick: () => guarded(() => deleteConcept(c.name)) }, "Delete");
     const search = el("button", { type: "button", onclick: () => { select.value = c.name; showTab("search"); guarded(runSearch); } }, "Find in library");
     const swatch = el("span", { class: "swatch", title: `drawn in ${c.color_name}` });
     swatch.style.background = c.color;
-    list.append(el("div", { class: "concept", "data-name": c.name, "data-color": c.color }, el("h3", {}, swatch, c.name), el("p", { class: "context" }, c.context || ""), thumbs, el("div", { class: "actions" }, search, rename, del)));
+    const actions = el("div", { class: "actions" }, search, rename, del);
+    if (outliers) actions.append(el("button", { class: "danger prune-outliers", type: "button", onclick: () => guarded(() => pruneViews(c.name, { outliers: true })) }, `Drop ${outliers} outlier view(s)`));
+    list.append(el("div", { class: "concept", "data-name": c.name, "data-color": c.color }, el("h3", {}, swatch, c.name), el("p", { class: "context" }, c.context || ""), thumbs, actions));
   }
   if ([...select.options].some((o) => o.value === previous)) select.value = previous;
   if ([...examples.options].some((o) => o.value === previousExamples)) examples.value = previousExamples;
+}
+
+async function pruneViews(name, request) {
+  const report = await apiJson(`/concepts/${encodeURIComponent(name)}/prune`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request) });
+  await refreshConcepts();
+  setStatus(`removed ${report.removed.length} view(s) from "${name}"; ${report.kept} left`, "ok");
 }
 
 async function renameConcept(name) {
@@ -447,7 +460,7 @@ async function runLocalize(ev) {
   const pred = await busy($("#localize-button"), () => apiJson("/localize", { method: "POST", body: form }));
   const img = await loadImg(URL.createObjectURL(query));
   const color = pred.color || FALLBACK_COLOR;
-  const items = pred.instances.map((inst, i) => ({ box: inst.box, mask: inst.mask, color, label: i === 0 ? `${concept || "object"} ${pred.score.toFixed(2)}` : `${concept || "object"} #${i + 1}` }));
+  const items = pred.instances.map((inst, i) => ({ box: inst.box, mask: inst.mask, color, label: `${concept || "object"} ${inst.score.toFixed(2)}` }));
   const info = imageCanvas(img, items, 480);
   const below = pred.tau === null ? "" : `, below ${pred.tau}`;
   const text = pred.box
