@@ -154,6 +154,7 @@ def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp
         page.click("#create-concept")
         page.wait_for_function("document.querySelector('#status').textContent.includes(\"may not contain '/'\")")
         page.fill("#concept-name", "my box")
+        assert page.inner_text("#status") == ""  # the name is fixed: its error is gone before anything is sent
         page.fill("#concept-context", "the printed box on my desk")
         page.click("#create-concept")
         page.wait_for_selector(".concept[data-name='my box'] img")
@@ -256,7 +257,9 @@ def test_ask_shows_the_prompt_and_image_the_model_got_in_the_colors_it_names(ser
             page.fill("#ask-question", "What is on the table?")
             with page.expect_response(lambda r: r.url.endswith("/ask")) as answer:
                 page.click("#ask-button")
+                page.wait_for_selector("#ask-button.busy:disabled", timeout=5000)  # spinning while the model runs
             body = answer.value.json()
+            page.wait_for_selector("#ask-button:not(.busy):enabled")
             page.wait_for_selector("#ask-work[data-ready='1']")
 
             # The exact prompt and the exact image the backend got are on the page.
