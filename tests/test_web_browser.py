@@ -1,9 +1,14 @@
-"""End to end in headless Chromium: the real `focuskit serve` process, a user drawing a box with the mouse on a
-library photo, creating a concept, and finding it in the library gallery with its boxes drawn."""
+"""End to end in headless Chromium: the real `focuskit serve` process (with the tiny test VLM for /ask), a user
+drawing a box with the mouse on a library photo, creating a concept, finding it in the library gallery with its
+boxes drawn; the Ask tab showing the prompt and the prompted image the model got, its boxes in the colors the prompt
+names; Localize against a saved concept with masks; indexing progress; messages that go when their cause does."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
+
+from focuskit.viz.draw import COLOR_NAMES, PALETTE
 
 CHROMIUM = Path("/usr/bin/chromium")
 REAL = Path(__file__).resolve().parent.parent / "focuskit" / "assets" / "realphotos"
@@ -53,9 +62,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """`focuskit serve` in a subprocess on a free loopback port; yields its URL once the index is built."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`focuskit serve` in a subprocess on a free loopback port, answering /ask with the tiny random test VLM;
+    yields its URL once the index is built. Shared by the tests here, which use distinct concept names."""
+    tmp_path = tmp_path_factory.mktemp("web")
     lib = tmp_path / "photos"
     lib.mkdir()
     for name in LIBRARY:
@@ -74,6 +85,10 @@ def server(tmp_path: Path) -> Iterator[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--backend",
+        "hf",
+        "--model",
+        "tiny",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FOCUSKIT_TOKEN": ""}
     log = (tmp_path / "server.log").open("w")
@@ -118,6 +133,8 @@ def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp
         # Teach: pick a library photo and drag a box around the object with the mouse.
         page.click("#pick-library")
         page.click("#library-picker img[data-path='box_f0000.jpg']")
+        # The page finds the object itself first (a dashed auto box, editable); the user redraws it.
+        page.wait_for_selector("#views .card.view[data-how='auto'], #views .card.view[data-how='none']")
         canvas = page.wait_for_selector("#views .card.view canvas")
         rect = canvas.bounding_box()
         assert rect is not None
@@ -137,6 +154,7 @@ def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp
         page.click("#create-concept")
         page.wait_for_function("document.querySelector('#status').textContent.includes(\"may not contain '/'\")")
         page.fill("#concept-name", "my box")
+        assert page.inner_text("#status") == ""  # the name is fixed: its error is gone before anything is sent
         page.fill("#concept-context", "the printed box on my desk")
         page.click("#create-concept")
         page.wait_for_selector(".concept[data-name='my box'] img")
@@ -176,8 +194,173 @@ def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp
         evil.goto(f"{evil_origin}/evil.html")
         evil.wait_for_function("window.done === true", timeout=20_000)
         assert httpx.get(f"{server}/concepts").json() == before
-        assert [c["name"] for c in before["concepts"]] == ["my box"] and len(before["concepts"][0]["views"]) == 1
+        mine = [c for c in before["concepts"] if c["name"] == "my box"]
+        assert len(mine) == 1 and len(mine[0]["views"]) == 1
         browser.close()
+    httpx.delete(f"{server}/concepts/my box", headers=HEADERS)
+
+
+HEADERS = {"X-Focuskit": "1"}
+CUP = [308.0, 122.0, 413.0, 381.0]  # the cup in cup_f0010.jpg (episodes.jsonl)
+
+
+def _create(server: str, name: str, photo: str, box: list[float], **extra: str) -> dict:
+    files = [("images", (photo, (REAL / photo).read_bytes(), "image/jpeg"))]
+    resp = httpx.post(
+        f"{server}/concepts", data={"name": name, "boxes": f"[{box}]", **extra}, files=files, headers=HEADERS,
+        timeout=60,
+    )  # fmt: skip
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def _pixels_near(page, selector: str, rgb: tuple[int, int, int], tol: int = 40) -> int:
+    """Pixels of the canvas at `selector` within `tol` of `rgb` on every channel."""
+    return page.eval_on_selector(
+        selector,
+        """(c, [r, g, b, tol]) => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+             for (let i = 0; i < d.length; i += 4)
+               if (Math.abs(d[i] - r) <= tol && Math.abs(d[i + 1] - g) <= tol && Math.abs(d[i + 2] - b) <= tol) n++;
+             return n; }""",
+        [*rgb, tol],
+    )
+
+
+def test_ask_shows_the_prompt_and_image_the_model_got_in_the_colors_it_names(server: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    # Two concepts, the cup first: "the box" gets a later palette slot, so a page coloring by detection index (the
+    # first box red) would contradict the prompt.
+    assert httpx.get(f"{server}/concepts").json()["concepts"] == []  # the other tests remove theirs
+    cup = _create(server, "the cup", "cup_f0010.jpg", CUP)
+    box = _create(server, "the box", "box_f0000.jpg", list(BOX))
+    assert box["color"] != cup["color"] and box["color_slot"] != 0
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+            assert page.is_visible("#test-model-notice")  # the tiny random model answers here: the page says so
+
+            page.click(".tab[data-tab='ask']")
+            # An error on Ask (a blank question) is shown there, and gone once the user is on another tab.
+            page.set_input_files("#ask-file", str(REAL / "box_f0100.jpg"))
+            page.fill("#ask-question", "   ")
+            page.click("#ask-button")
+            page.wait_for_function("document.querySelector('#status').textContent.includes('question is empty')")
+            page.click(".tab[data-tab='search']")
+            assert page.inner_text("#status") == ""
+            page.click(".tab[data-tab='ask']")
+
+            page.fill("#ask-question", "What is on the table?")
+            with page.expect_response(lambda r: r.url.endswith("/ask")) as answer:
+                page.click("#ask-button")
+                page.wait_for_selector("#ask-button.busy:disabled", timeout=5000)  # spinning while the model runs
+            body = answer.value.json()
+            page.wait_for_selector("#ask-button:not(.busy):enabled")
+            page.wait_for_selector("#ask-work[data-ready='1']")
+
+            # The exact prompt and the exact image the backend got are on the page.
+            assert page.inner_text("#ask-prompt") == body["prompt"]
+            assert page.get_attribute("#ask-prompted-image", "src") == body["prompted_image"]
+            assert page.eval_on_selector("#ask-prompted-image", "i => [i.naturalWidth, i.naturalHeight]") == [640, 480]
+            assert page.is_visible("#ask-test-model") and body["test_model"] is True
+
+            # The colour the prompt names for "the box" is the colour its box is drawn in, on the page and in
+            # the image the model saw.
+            named = re.search(r'enclosed in the (\w+) box is called "the box"', body["prompt"])
+            assert named, body["prompt"]
+            rgb = PALETTE[COLOR_NAMES.index(named.group(1))]
+            det = next(d for d in body["detections"] if d["concept"] == "the box")
+            assert det["color"] == "#{:02x}{:02x}{:02x}".format(*rgb) and det["color_name"] == named.group(1)
+            assert _pixels_near(page, "#ask-result canvas", rgb) > 300
+            if "the cup" not in {d["concept"] for d in body["detections"]}:  # then nothing is drawn in the cup's
+                cup_rgb = PALETTE[cup["color_slot"] % len(PALETTE)]  # colour, which index order would use first
+                assert _pixels_near(page, "#ask-result canvas", cup_rgb, tol=25) < 30
+            seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["prompted_image"].split(",", 1)[1]))))
+            x1, y1, x2, _ = (round(v) for v in det["box"])
+            edge = seen[min(max(y1 + 1, 0), 479), max(x1, 0) : min(x2, 640)]
+            assert (np.abs(edge.astype(int) - rgb).max(axis=1) <= 10).mean() > 0.8  # the outline, in that colour
+            assert errors == []
+            browser.close()
+    finally:
+        for name in ("the cup", "the box"):
+            httpx.delete(f"{server}/concepts/{name}", headers=HEADERS)
+
+
+def test_localize_against_a_saved_concept_with_masks_and_indexing_progress(server: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    from pycocotools import mask as mask_utils
+
+    concept = _create(server, "the printed box", "box_f0000.jpg", list(BOX))
+    rgb = tuple(int(concept["color"][i : i + 2], 16) for i in (1, 3, 5))
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']")
+
+            # Localize with the saved concept as the examples (no Teach photos at all), with its mask.
+            page.click(".tab[data-tab='localize']")
+            page.select_option("#localize-examples", "the printed box")
+            page.set_input_files("#localize-file", str(REAL / "box_f0230.jpg"))
+            page.check("#localize-segment")
+            with page.expect_response(lambda r: r.url.endswith("/localize")) as answer:
+                page.click("#localize-button")
+            body = answer.value.json()
+            page.wait_for_selector("#localize-result .card[data-found='1'] canvas")
+            assert body["concept"] == "the printed box" and body["color"] == concept["color"]
+            assert "found" in page.inner_text("#localize-result")
+            assert _pixels_near(page, "#localize-result canvas", rgb) > 200
+            # The page's RLE decoder reads the server's mask exactly as pycocotools does.
+            rle = body["instances"][0]["mask"]
+            truth = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+            ones, index_sum = page.evaluate(
+                "rle => { const m = decodeRle(rle); let n = 0, s = 0;"
+                " for (let i = 0; i < m.length; i++) if (m[i]) { n++; s += i; } return [n, s]; }",
+                rle,
+            )
+            flat = np.flatnonzero(truth.reshape(-1))
+            assert ones == len(flat) > 1000 and index_sum == int(flat.sum())
+
+            # Concepts: each view's agreement with the others; dropping the odd one (a coffee photo) from the page.
+            files = [("images", (n, (REAL / n).read_bytes(), "image/jpeg")) for n in ("box_f0000.jpg", "coffee.jpg")]
+            data = {"name": "mixed box", "boxes": f"[{list(BOX)}, null]"}
+            mixed = httpx.post(f"{server}/concepts", data=data, files=files, headers=HEADERS, timeout=60).json()
+            coffee = mixed["views"][1]["view_id"]
+            page.reload()
+            page.wait_for_selector("body[data-ready='1']")
+            page.click(".tab[data-tab='concepts']")
+            card = ".concept[data-name='mixed box']"
+            assert "agrees" in page.inner_text(f"{card} figure[data-view-id='{coffee}']")
+            page.click(f"{card} figure[data-view-id='{coffee}'] >> text=Drop")
+            page.wait_for_function(f'document.querySelectorAll("{card} figure").length === 1')
+            assert "removed 1 view" in page.inner_text("#status")
+            left = httpx.get(f"{server}/concepts/mixed box").json()["views"]
+            assert [v["view_id"] for v in left] == [mixed["views"][0]["view_id"]]
+
+            # Indexing progress: counts while it runs, on whatever tab the user is, then the finished run.
+            # (recomputing every photo: the library is unchanged, so "Update index" would have nothing to do)
+            assert httpx.post(f"{server}/library/index?reindex=true", headers=HEADERS).status_code == 202
+            page.click(".tab[data-tab='search']")
+            page.wait_for_function(
+                "/indexing the library: [0-9]+\\/10 files/.test(document.querySelector('#index-progress-text')"
+                ".textContent)"
+            )
+            page.click(".tab[data-tab='teach']")
+            assert page.is_visible("#index-progress")
+            page.wait_for_selector("#index-progress", state="hidden", timeout=60_000)
+            assert re.search(r"index: 10 photos/videos.*in \d+ s", page.inner_text("#index-status"))
+            assert errors == []
+            browser.close()
+    finally:
+        for name in ("the printed box", "mixed box"):
+            httpx.delete(f"{server}/concepts/{name}", headers=HEADERS)
 
 
 def _evil_page(server: str) -> str:

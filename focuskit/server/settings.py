@@ -69,6 +69,10 @@ class ServerSettings:
     """Localizer engines `/localize` may use (the VLM engine loads a checkpoint: add 'vlm' explicitly)."""
     detector_tau: float | None = None
     """Detection threshold; None uses the detector's default."""
+    max_instances_limit: int = 20
+    """The most instances per concept `/detect` and `/localize` may be asked for (`max_instances`)."""
+    segmenter: str = "grabcut"
+    """Segmenter for masks (`segment=true` on `/detect`, `/localize`, `/concepts`): 'grabcut' needs no weights."""
     allow_hosts: list[str] = field(default_factory=list)
     """Extra names the server answers to in the Host header (besides its bind address, localhost, 127.0.0.1, [::1]),
     e.g. the machine's LAN name or the reverse proxy's public name."""
@@ -94,12 +98,18 @@ class ServerSettings:
             self.state_dir = Path(self.state_dir).expanduser()
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be in 1..65535, got {self.port}")
-        for name in ("max_upload_bytes", "max_files", "max_pixels", "thumbnail_size", "inference_slots"):
+        for name in (
+            "max_upload_bytes", "max_files", "max_pixels", "thumbnail_size", "inference_slots", "max_instances_limit",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("header_timeout_s", "body_idle_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        from focuskit.models.segmenters import list_segmenters
+
+        if self.segmenter not in list_segmenters():
+            raise ConfigError(f"segmenter must be one of {list_segmenters()}, got {self.segmenter!r}")
         if self.token is not None and len(self.token) < 8:
             raise ConfigError(
                 "token must be at least 8 characters (it guards your photos); generate one with: "

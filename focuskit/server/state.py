@@ -36,16 +36,34 @@ class IndexJob:
     report: dict[str, Any] | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    first_file_at: float | None = None
+    """When the first file finished: the rate is measured from there, so loading the encoder and scanning the
+    folder (seconds, once) do not make the first estimates several times too long."""
 
     def to_json(self) -> dict[str, Any]:
+        """The job as `/library/status` reports it, with `phase` and, while files are computed, a rate and ETA."""
+        now = time.time()
+        end = self.finished_at or now
+        elapsed = None if self.started_at is None else round(end - self.started_at, 2)
+        rate = eta = None
+        if self.state == "running" and self.first_file_at is not None and self.done > 1 and self.total:
+            spent = now - self.first_file_at
+            if spent > 0:
+                rate = (self.done - 1) / spent
+                eta = round((self.total - self.done) / rate, 1) if rate > 0 else None
+        phase = ("computing" if self.total else "preparing") if self.state == "running" else self.state
         return {
             "state": self.state,
+            "phase": phase,
             "done": self.done,
             "total": self.total,
             "error": self.error,
             "report": self.report,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "elapsed_s": elapsed,
+            "files_per_s": None if rate is None else round(rate, 3),
+            "eta_s": eta,
         }
 
 
@@ -67,8 +85,9 @@ class AppState:
         self._job_thread: threading.Thread | None = None
         self._model_lock = threading.Lock()
         self._localizers: dict[str, Any] = {}
-        self._detector: Any | None = None
+        self._detectors: dict[str, Any] = {}
         self._backend: Any | None = None
+        self._segmenter: Any | None = None
         self.library_dir: Path | None = settings.library_dir.resolve() if settings.library_dir is not None else None
         self.index: LibraryIndex | None = None
         if self.library_dir is not None:
@@ -97,18 +116,44 @@ class AppState:
             if engine not in self._localizers:
                 from focuskit.localizers import create_localizer
 
-                self._localizers[engine] = create_localizer(engine)
+                # One localizer serves every request: the matching engine is built for the most instances a
+                # request may ask for, and each answer is cut to what that request asked (its best box is the same).
+                options = {"max_instances": self.settings.max_instances_limit} if engine == "matching" else {}
+                self._localizers[engine] = create_localizer(engine, **options)
             return self._localizers[engine]
 
-    def detector(self) -> Any:
+    def detector(self, *, segment: bool = False) -> Any:
+        """The shared detector; with `segment`, the one whose detections carry masks from the server's segmenter
+        (its best candidates re-ranked by mask, `ConceptDetector` with a segmenter)."""
+        segmenter = self.segmenter() if segment else None
         with self._model_lock:
-            if self._detector is None:
+            key = "segment" if segment else "boxes"
+            if key not in self._detectors:
                 from focuskit.personalize.detector import ConceptDetector, DetectorConfig
 
                 tau = self.settings.detector_tau
                 config = DetectorConfig() if tau is None else DetectorConfig(tau=tau)
-                self._detector = ConceptDetector(self.memory, config=config)
-            return self._detector
+                self._detectors[key] = ConceptDetector(self.memory, config=config, segmenter=segmenter)
+            return self._detectors[key]
+
+    def segmenter(self) -> Any:
+        with self._model_lock:
+            if self._segmenter is None:
+                from focuskit.models.segmenters import create_segmenter
+
+                self._segmenter = create_segmenter(self.settings.segmenter)
+            return self._segmenter
+
+    @property
+    def test_model(self) -> bool:
+        """True when `/ask` is answered by the built-in tiny random-weight VLM: its text is noise, say so."""
+        cfg = self.settings.backend
+        return cfg.kind == "hf" and cfg.model == "tiny"  # focuskit.backends.hf.TINY (that module imports torch)
+
+    def check_backend(self) -> None:
+        """503 with how to configure one when there is no VLM backend (cheap: loads nothing)."""
+        if self.settings.backend.kind == "none":
+            self.backend()
 
     def backend(self) -> Any:
         cfg = self.settings.backend
@@ -145,7 +190,12 @@ class AppState:
         job = self.job
 
         def progress(done: int, total: int) -> None:
-            job.done, job.total = done, total
+            # Called once per computed file. The `done` passed is the index's tqdm count, which stays 0 when the
+            # bar is disabled (as here: no terminal), which is why the page used to show "indexing 0/0 files"; count
+            # the calls instead.
+            if job.first_file_at is None:
+                job.first_file_at = time.time()
+            job.done, job.total = job.done + 1, total
 
         try:
             report = index.update(

@@ -27,6 +27,19 @@ COLOR_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
+def palette_color(slot: int) -> tuple[str, tuple[int, int, int]]:
+    """The (name, RGB) of palette slot `slot` (wrapping): the one place a concept's stored color slot becomes the
+    color the prompt names, the boxes are drawn in and the web page shows, so they cannot disagree."""
+    i = int(slot) % len(PALETTE)
+    return COLOR_NAMES[i], PALETTE[i]
+
+
+def hex_color(rgb: Sequence[int]) -> str:
+    """'#rrggbb' for an RGB triple (what the web page draws with)."""
+    r, g, b = (int(v) for v in rgb)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
 def color_for(name: str) -> tuple[int, int, int]:
     """A color derived from the name's hash, so it is stable across images, frames and processes."""
     digest = int(hashlib.sha1(name.encode("utf-8")).hexdigest(), 16)

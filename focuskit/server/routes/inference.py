@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
@@ -12,8 +13,20 @@ from focuskit.core.episode import Support, validate_supports
 from focuskit.server.deps import app_state, json_field, parse_box, require_token
 from focuskit.server.errors import ApiError
 from focuskit.server.security import read_image
+from focuskit.server.state import AppState
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_token)])
+
+MAX_INSTANCES = Form(1, description="Boxes per concept at most (several instances, after per-concept NMS)")
+SEGMENT = Form(False, description="Also return a mask per box (COCO RLE), from the server's segmenter")
+
+
+def check_max_instances(state: AppState, value: int) -> int:
+    """1..`max_instances_limit`, else 422 naming both."""
+    limit = state.settings.max_instances_limit
+    if isinstance(value, bool) or not 1 <= value <= limit:
+        raise ApiError(422, "invalid_request", f"max_instances must be in 1..{limit}, got {value}")
+    return value
 
 
 @router.post("/localize", summary="Find the supports' object in a query photo")
@@ -24,9 +37,12 @@ async def localize(
     boxes: str = Form("[]", description="JSON list of [x1,y1,x2,y2] (pixels), one per support"),
     concept: str | None = Form(None, description="Use a stored concept's views as supports instead of uploads"),
     engine: str = Form("matching", description="Localizer engine"),
+    max_instances: int = MAX_INSTANCES,
+    segment: bool = SEGMENT,
 ) -> dict[str, Any]:
     state = app_state(request)
     s = state.settings
+    check_max_instances(state, max_instances)
     box_list = json_field(boxes, "boxes", expect=list, default=[])
     if len(supports) + 1 > s.max_files:
         raise ApiError(413, "too_many_files", f"{len(supports) + 1} images given, the limit is {s.max_files}")
@@ -56,9 +72,34 @@ async def localize(
             sups = state.memory.supports(concept)
         else:
             sups = validate_supports(support_list)
+        from focuskit.core.masks import encode_rle
+        from focuskit.models.segmenters import masks_for_boxes
+        from focuskit.server.present import concept_color_json
+
         with state.compute:
-            pred = state.localizer(engine).localize(sups, query_img)
-        return {**pred.to_json(), "engine": engine, "width": query_img.width, "height": query_img.height}
+            localizer = state.localizer(engine)
+            pred = localizer.localize(sups, query_img)
+            boxes = [] if pred.box is None else [pred.box, *pred.extra_boxes][:max_instances]
+            masks = None
+            if segment and boxes:
+                masks = masks_for_boxes(state.segmenter(), query_img, np.array([b.to_xyxy() for b in boxes]))
+        scores = [float(pred.score), *pred.meta.get("extra_scores", [])]
+        instances = [{"box": b.as_list(), "score": round(sc, 4)} for b, sc in zip(boxes, scores, strict=False)]
+        if masks is not None:
+            for inst, m in zip(instances, masks, strict=True):
+                inst["mask"] = encode_rle(m)
+        tau = getattr(localizer, "tau", None)
+        out = {
+            **pred.to_json(),
+            "instances": instances,
+            "tau": None if tau is None else round(float(tau), 4),
+            "engine": engine,
+            "width": query_img.width,
+            "height": query_img.height,
+        }
+        if concept is not None:
+            out.update(concept=concept, **concept_color_json(state.memory.color(concept)))
+        return out
 
     return await run_in_threadpool(run)
 
@@ -68,9 +109,12 @@ async def detect(
     request: Request,
     image: UploadFile = File(..., description="Photo"),
     concepts: str = Form("", description="Comma-separated concept names to look for (default: all)"),
+    max_instances: int = MAX_INSTANCES,
+    segment: bool = SEGMENT,
 ) -> dict[str, Any]:
     state = app_state(request)
     s = state.settings
+    check_max_instances(state, max_instances)
     img = await read_image(image, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels, field="image")
     wanted = [c.strip() for c in concepts.split(",") if c.strip()] or None
     if wanted:
@@ -79,9 +123,19 @@ async def detect(
             raise ApiError(404, "not_found", f"unknown concept(s) {unknown}; concepts: {state.memory.names()}")
 
     def run() -> dict[str, Any]:
+        from focuskit.server.present import detections_json, near_misses_json
+
         with state.compute:
-            dets = state.detector().detect(img, wanted)
-        return {"width": img.width, "height": img.height, "detections": dets.to_json()}
+            detector = state.detector(segment=segment)
+            dets = detector.detect(img, wanted, max_instances=max_instances)
+        tau = float(detector.config.tau)
+        return {
+            "width": img.width,
+            "height": img.height,
+            "tau": round(tau, 4),
+            "detections": detections_json(state.memory, dets),
+            "near_misses": near_misses_json(dets, tau, state.memory),
+        }
 
     return await run_in_threadpool(run)
 
@@ -91,16 +145,22 @@ async def ask(
     request: Request,
     image: UploadFile = File(..., description="Photo"),
     question: str = Form(..., min_length=1, max_length=2000, description="The question"),
+    max_instances: int = MAX_INSTANCES,
 ) -> dict[str, Any]:
     state = app_state(request)
     s = state.settings
-    backend = state.backend()  # 503 with how to configure one, before reading the upload
+    check_max_instances(state, max_instances)
+    if not question.strip():
+        raise ApiError(422, "invalid_request", "the question is empty: ask something about the photo")
+    state.check_backend()  # 503 with how to configure one, before reading the upload
     img = await read_image(image, max_bytes=s.max_upload_bytes, max_pixels=s.max_pixels, field="image")
 
     def run() -> dict[str, Any]:
-        from focuskit.server.adapters import personalized_answer
+        from focuskit.server.adapters import CappedDetector, personalized_answer
 
+        backend = state.backend()  # built on first use, in this worker thread, not on the event loop
         with state.compute:
-            return personalized_answer(state.memory, state.detector(), backend, img, question)
+            detector = CappedDetector(state.detector(), max_instances)
+            return personalized_answer(state.memory, detector, backend, img, question, test_model=state.test_model)
 
     return await run_in_threadpool(run)

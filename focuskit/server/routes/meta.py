@@ -34,6 +34,10 @@ def health(request: Request) -> dict[str, Any]:
         "encoder": state.memory.encoder_name,
         "engines": s.engines,
         "backend": s.backend.kind,
+        "backend_model": s.backend.model,
+        "test_model": state.test_model,
+        "segmenter": s.segmenter,
+        "max_instances_limit": s.max_instances_limit,
         "limits": {"max_upload_bytes": s.max_upload_bytes, "max_files": s.max_files, "max_pixels": s.max_pixels},
     }
 
