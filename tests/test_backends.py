@@ -299,3 +299,25 @@ def test_bad_openai_config(kwargs: dict) -> None:
 
     with pytest.raises(ConfigError):
         from_dict(OpenAIConfig, kwargs)
+
+
+def test_hf_backend_ignores_a_checkpoints_generation_config(tmp_path: Path) -> None:
+    """Qwen2-VL-Instruct ships repetition_penalty 1.05, top_k 1, top_p 0.001: `ask` must answer as if it did not."""
+    import json
+    import shutil
+
+    from focuskit.models.vlms import build_tiny_vlm
+
+    plain = build_tiny_vlm().save(tmp_path / "plain")
+    instruct = tmp_path / "instruct"
+    shutil.copytree(plain, instruct)
+    path = instruct / "generation_config.json"
+    config = json.loads(path.read_text())
+    instruct_defaults = {"do_sample": True, "temperature": 0.1, "top_k": 1, "top_p": 0.001, "repetition_penalty": 1.05}
+    path.write_text(json.dumps({**config, **instruct_defaults}))
+    images = [photo(3), photo(4)]
+    options = GenerationOptions(max_new_tokens=24)
+    a = HFBackend.load(plain).generate(images, "Which photo shows my mug?", options=options)
+    b_backend = HFBackend.load(instruct)
+    assert b_backend.bundle.model.generation_config.repetition_penalty == 1.05  # the file was read
+    assert b_backend.generate(images, "Which photo shows my mug?", options=options) == a

@@ -16,6 +16,7 @@ from PIL import Image
 from focuskit.backends.base import GenerationOptions, prepare_images
 from focuskit.core.errors import BackendError, ConfigError, ModelError
 from focuskit.models.vlms import VLMBundle
+from focuskit.models.vlms.generation import GenerationSettings, build_generation_config, generate
 
 VIDEO_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision")
 """Families whose processors accept a `videos=` input (frames as one clip)."""
@@ -79,10 +80,16 @@ class HFBackend:
             inputs = processor(**kwargs)
         except (ValueError, TypeError) as exc:
             raise ModelError(f"{self.name}: the processor rejected the input ({exc})") from None
-        gen: dict[str, Any] = {"max_new_tokens": opts.max_new_tokens, "do_sample": opts.temperature > 0}
-        if opts.temperature > 0:
-            gen["temperature"] = opts.temperature
+        # Every decoding parameter is explicit: a real checkpoint's generation_config (Qwen2-VL-Instruct ships
+        # repetition_penalty 1.05, top_k 1, top_p 0.001) must not change the answers behind the user's back.
+        settings = GenerationSettings(
+            max_new_tokens=opts.max_new_tokens,
+            do_sample=opts.temperature > 0,
+            temperature=opts.temperature if opts.temperature > 0 else 1.0,
+            suppress_vision_tokens=True,
+        )
+        config = build_generation_config(settings, processor.tokenizer, self.bundle.family)
         with self._lock, torch.inference_mode():
-            out = model.generate(**inputs.to(model.device), **gen)
+            out = generate(model, inputs.to(model.device), config)
         new_tokens = out[0, inputs["input_ids"].shape[1] :]
         return processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
