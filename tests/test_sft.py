@@ -276,3 +276,22 @@ def test_record_makes_one_collective_per_batch_whatever_the_batch_held(tmp_path,
     expected_loss = (0.5 + 0.3) / 2 if usable else 0.3  # averaged over the examples that had the loss
     assert metrics["attn_loss"] == [pytest.approx(expected_loss)]
     assert metrics["attn_skipped"] == [float(1 - used)]
+
+
+def test_derived_keys_are_not_saved(tmp_path):
+    """A config class names the fields its __post_init__ derives; they stay out of the saved YAML."""
+    import dataclasses
+    from typing import ClassVar
+
+    from focuskit.training.config_io import training_config_dict
+
+    @dataclasses.dataclass
+    class Derived:
+        DERIVED_KEYS: ClassVar[tuple[str, ...]] = ("total",)
+        part: int = 1
+        total: int | None = None
+
+        def __post_init__(self) -> None:
+            self.total = 2 * self.part
+
+    assert training_config_dict(Derived(part=3)) == {"part": 3}

@@ -113,10 +113,16 @@ def _declared_default(f: dataclasses.Field) -> Any:
 
 
 def training_config_dict(config: Any) -> dict[str, Any]:
-    """The config's init fields that differ from the class's declared defaults, YAML-safe (secrets left out)."""
+    """The config's init fields that differ from the class's declared defaults, YAML-safe (secrets left out).
+
+    A class may name `DERIVED_KEYS` (a ClassVar): fields its `__post_init__` computes from others, which must not
+    be written back (TRL's GRPOConfig derives `generation_batch_size` and `steps_per_generation` from each other
+    and refuses both set).
+    """
+    derived = set(getattr(type(config), "DERIVED_KEYS", ()))
     out: dict[str, Any] = {}
     for f in dataclasses.fields(config):
-        if not f.init or f.name in _SECRET_FIELDS:
+        if not f.init or f.name in _SECRET_FIELDS or f.name in derived:
             continue
         value = _plain(getattr(config, f.name))
         default = _declared_default(f)
