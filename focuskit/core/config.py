@@ -121,8 +121,9 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Read `path` (YAML) into `cls`, then apply `key=value` overrides (dotted keys for nested sections)."""
+def read_config_data(path: str | Path | None, overrides: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """The mapping a YAML file plus `key=value` overrides (dotted keys for nested sections) describe, and where it
+    came from (for error messages). Shared by `load_config` and the training configs' loader."""
     data: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
@@ -150,6 +151,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         _set_dotted(data, key.strip(), value)
     if overrides:
         where = f"{where} + overrides {' '.join(overrides)}"
+    return data, where
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Read `path` (YAML) into `cls`, then apply `key=value` overrides (dotted keys for nested sections)."""
+    data, where = read_config_data(path, overrides)
     return from_dict(cls, data, where=where)
 
 

@@ -22,48 +22,13 @@ from typing import Any, TypeVar
 
 import yaml
 
-from focuskit.core.config import from_dict, to_dict
+from focuskit.core.config import from_dict, read_config_data, to_dict
 from focuskit.core.errors import ConfigError
 from focuskit.core.io import atomic_write_text
 
 T = TypeVar("T")
 
 _SECRET_FIELDS = ("hub_token",)
-
-
-def _read(path: str | Path | None, overrides: list[str]) -> tuple[dict[str, Any], str]:
-    data: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must be a mapping at the top level, got {type(loaded).__name__}")
-        data = loaded or {}
-        where = str(path)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override must be key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({exc.problem or exc})") from None
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = value
-    if overrides:
-        where = f"{where} + overrides {' '.join(overrides)}"
-    return data, where
 
 
 def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
@@ -82,7 +47,7 @@ def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
 
 def load_training_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Read `path` (YAML) into the training config `cls`, then apply `key=value` overrides (dotted for sections)."""
-    data, where = _read(path, list(overrides or []))
+    data, where = read_config_data(path, overrides)
     check_keys(cls, data, where)
     try:
         return from_dict(cls, data, where=where)
