@@ -99,3 +99,27 @@ def test_mismatched_lengths_are_a_clear_error() -> None:
 def test_rewards_never_raise_and_stay_in_range(text: str, solution: str | None) -> None:
     for value in iou_reward([text], [solution]) + format_reward([text]):
         assert 0.0 <= value <= 1.0
+
+
+def test_format_reward_takes_allow_absent_per_completion_as_trl_passes_columns() -> None:
+    """TRL passes every dataset column as a per-completion list, `allow_absent` included."""
+    from focuskit.training.rewards import format_reward
+
+    assert format_reward(["not present", "not present"], allow_absent=[True, False]) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="2 allow_absent values for 1 completions"):
+        format_reward(["not present"], allow_absent=[True, False])
+
+
+@pytest.mark.parametrize(
+    ("answers", "solutions", "expected"),
+    [
+        (["<|box_start|>(0,0),(400,400)<|box_end|>"], ["<|box_start|>(100,100),(300,300)<|box_end|>"], [4.0]),
+        (["<|box_start|>(100,100),(200,200)<|box_end|>"], ["<|box_start|>(100,100),(300,300)<|box_end|>"], [0.25]),
+        (["garbage", "not present"], ["<|box_start|>(1,1),(9,9)<|box_end|>"] * 2, []),
+        (["<|box_start|>(0,0),(9,9)<|box_end|>"], ["not present"], []),
+    ],
+)
+def test_box_area_ratios(answers: list[str], solutions: list[str], expected: list[float]) -> None:
+    from focuskit.training.rewards import box_area_ratios
+
+    assert box_area_ratios(answers, solutions) == pytest.approx(expected, rel=1e-6)

@@ -1,41 +1,31 @@
-"""`GRPOConfig`: one GRPO run (FOCUS stage 2) as data: start checkpoint, sampling, rewards, clipping, KL, diagnostics.
+"""`FocusGRPOConfig`: TRL's `GRPOConfig` (every field usable) plus what FOCUS stage 2 needs on top.
 
-A YAML file (`configs/grpo_*.yaml`) and `key=value` overrides fill this dataclass via `focuskit.core.config`;
-an unknown key is an error. `__post_init__` checks values and their combinations; `check_paths` checks the files
-(start checkpoint, episode files) and is the first thing `train_grpo` does, so a typo costs seconds, not a model
-load. Names and defaults follow TRL's `GRPOConfig` where the concept is the same (`beta`, `epsilon`,
-`num_iterations`, `loss_type`), so settings carry over.
+A YAML file (`configs/grpo_*.yaml`) and `key=value` overrides fill this dataclass through `focuskit.core.config`
+(the same parser as every focuskit config); an unknown key is an error naming it. The TRL and transformers fields
+keep their names and meanings (`num_generations`, `per_device_train_batch_size`, `max_completion_length`,
+`loss_type`, `beta`, `epsilon`/`epsilon_high`, `scale_rewards`, `mask_truncated_completions`, `use_vllm`/`vllm_mode`,
+`report_to`, `save_steps`, `resume_from_checkpoint`, ...), so a TRL user's settings carry over unchanged. focuskit adds
+the start checkpoint, the episode files, the prompt, LoRA, 4-bit loading, the reward functions by name and the
+diagnostics thresholds.
+
+`__post_init__` checks our fields (TRL's own `__post_init__` checks its fields); `check_paths` checks the files
+(start checkpoint, episode files) and is the first thing `train_grpo` does, so a typo costs seconds, not a model load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+
+import trl
 
 from focuskit.core.errors import ConfigError
-from focuskit.models.vlms.factory import LoraSettings
+from focuskit.models.vlms.factory import AttnImpl, LoraSettings
 from focuskit.models.vlms.prompts import PromptConfig
 from focuskit.models.vlms.sampling import check_sampling
 
-
-@dataclass
-class RewardWeights:
-    """reward = iou * IoU(pred, gt) + format * format_ok (FOCUS: both 1)."""
-
-    iou: float = 1.0
-    format: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("iou", "format"):
-            value = getattr(self, name)
-            if value < 0:
-                raise ConfigError(
-                    f"reward_weights.{name} must be >= 0, got {value}: a negative weight rewards the opposite "
-                    "behaviour (worse boxes, malformed answers)"
-                )
-        if self.iou == 0 and self.format == 0:
-            raise ConfigError("reward_weights.iou and reward_weights.format are both 0: every reward would be 0")
+REWARD_NAMES = ("iou", "format")
+"""Reward functions selectable by name in `reward_funcs` (see `focuskit.training.rewards.REWARD_FUNCS`)."""
 
 
 @dataclass
@@ -45,9 +35,9 @@ class DiagnosticsConfig:
     zero_std_threshold: float = 1e-4
     """A group whose rewards have a standard deviation below this gives zero advantages: no learning signal."""
     zero_std_patience: int = 10
-    """Warn when the mean within-group reward std stays below the threshold this many steps in a row."""
+    """Warn when the mean within-group reward std stays below the threshold this many logged steps in a row."""
     min_format_rate: float = 0.05
-    """Warn when fewer than this fraction of answers are well-formed boxes for `zero_std_patience` steps."""
+    """Warn when fewer than this fraction of answers are well-formed boxes for `zero_std_patience` logged steps."""
 
     def __post_init__(self) -> None:
         if self.zero_std_threshold < 0:
@@ -59,12 +49,34 @@ class DiagnosticsConfig:
 
 
 @dataclass
-class GRPOConfig:
-    """One GRPO run: sample `group_size` answers per episode, reward them, push the policy toward the better ones."""
+class FocusGRPOConfig(trl.GRPOConfig):
+    """One GRPO run: TRL's `GRPOConfig` plus the FOCUS start checkpoint, data, prompt, LoRA and rewards.
 
+    Defaults that differ from TRL's: `output_dir` (runs/grpo), `logging_steps` (1), `max_steps` (100),
+    `max_completion_length` (48: a box answer is ~20 tokens), `num_generations` (4), `per_device_train_batch_size` (8),
+    `gradient_checkpointing` (False: tiny runs on CPU), `bf16` (False: the 7B config turns it on), `seed` (0),
+    `learning_rate` (1e-5, a LoRA rate; see docs/grpo.md), `beta` (0.04, the GRPO paper's KL weight; TRL's is 0),
+    `reward_weights` ([1, 1] for iou + format).
+    """
+
+    # --- TRL / transformers defaults focuskit changes -----------------------------------------------------------
+    output_dir: str | None = "runs/grpo"
+    logging_steps: float = 1
+    max_steps: int = 100
+    learning_rate: float = 1e-5
+    max_completion_length: int | None = 48
+    num_generations: int | None = 4
+    per_device_train_batch_size: int = 8
+    gradient_checkpointing: bool = False
+    bf16: bool | None = False
+    seed: int = 0
+    beta: float = 0.04
+    reward_weights: list[float] | None = field(default_factory=lambda: [1.0, 1.0])
+
+    # --- focuskit ----------------------------------------------------------------------------------------------
     model: str = "runs/sft/final"
     """The SFT checkpoint to start from (a local directory: full model or LoRA adapter). The KL anchor (reference
-    policy) is this checkpoint: an SFT adapter is merged first, then fresh LoRA adapters are trained on top, so
+    policy) is this checkpoint: an SFT adapter is merged first, then TRL adds fresh LoRA adapters (`lora`), so
     "adapter disabled" is exactly the SFT model and no second copy is kept in memory."""
     data: list[str] = field(default_factory=list)
     """Episode files (focuskit `.jsonl`, IPLoc `.json`, or folders of IPLoc files); all are concatenated."""
@@ -76,84 +88,61 @@ class GRPOConfig:
     prompt: PromptConfig | None = None
     """How episodes become prompts. None: the prompt config saved with the checkpoint (what SFT trained on)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
-    """The adapters GRPO trains. Required: the reference policy is the model with them disabled."""
-    output_dir: str = "runs/grpo"
-
-    # --- sampling -----------------------------------------------------------------------------------------------
-    group_size: int = 4
-    """G: answers sampled per episode; advantages are rewards normalized within each group."""
-    batch_size: int = 8
-    """Answers per optimizer step and process (episodes per step = batch_size / group_size); a multiple of
-    group_size. Under `accelerate launch` each process samples its own batch from its shard of the episodes, so a
-    step sees batch_size x processes answers (like the SFT trainer's per-device batch)."""
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    """0 disables top-k filtering."""
-    max_new_tokens: int = 48
-    cache_encoded: bool = False
-    """Keep each episode's encoded prompt (token ids and pixel values) in RAM after first use: for small datasets
-    sampled many times (tiny runs). Off for real datasets, whose pixel values would not fit."""
+    """The adapters GRPO trains (handed to TRL as its `peft_config`). The reference is the model with them off."""
+    load_in_4bit: bool = False
+    """QLoRA, as the paper trains: the start model in 4-bit NF4 (bitsandbytes; needs a CUDA GPU), adapters in bf16."""
+    attn_implementation: AttnImpl = "auto"
+    """auto: FlashAttention-2 when installed on a GPU, else SDPA."""
+    reward_funcs: list[str] = field(default_factory=lambda: ["iou", "format"])
+    """Reward functions by name, weighted by `reward_weights` in the same order: iou (IoU with the target box, 1/0
+    for absent targets) and format (1 for exactly the trained box form)."""
     max_prompt_length: int = 8192
     """Episodes whose prompt (text + visual tokens) is longer are refused before training, never truncated:
     cutting a multi-image prompt would cut images."""
-
-    # --- objective ----------------------------------------------------------------------------------------------
-    reward_weights: RewardWeights = field(default_factory=RewardWeights)
-    epsilon: float = 0.2
-    """Clip range of the policy ratio: [1 - epsilon, 1 + epsilon_high]."""
-    epsilon_high: float | None = None
-    """Upper clip (DAPO's clip-higher); None: same as epsilon."""
-    beta: float = 0.04
-    """KL coefficient toward the reference policy (the start checkpoint); 0 skips the reference pass."""
-    num_iterations: int = 1
-    """Optimizer updates per batch of samples (mu in the GRPO paper). With 1 the ratio is 1 at the update."""
-    loss_type: Literal["grpo", "bnpo"] = "grpo"
-    """grpo: mean over each answer's tokens, then over answers; bnpo: mean over all answer tokens in the batch."""
-    scale_rewards: bool = True
-    """Divide advantages by the group's reward std (Dr. GRPO argues for False)."""
-
-    # --- optimisation -------------------------------------------------------------------------------------------
-    learning_rate: float = 1e-5
-    max_steps: int = 100
-    warmup_ratio: float = 0.01
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    bf16: bool = False
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    """auto: FlashAttention-2 when installed on a GPU, else SDPA."""
-    gradient_checkpointing: bool = False
-
-    # --- bookkeeping --------------------------------------------------------------------------------------------
+    cache_encoded: bool = False
+    """Keep each episode's encoded prompt (token ids and pixel values) in RAM after first use: for small datasets
+    sampled many times (tiny runs). Off for real datasets, whose pixel values would not fit."""
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-    logging_steps: int = 1
-    save_steps: int = 0
-    """Save LoRA adapters every this many steps (0: only the final model)."""
     save_merged: bool = False
     """Save the final model with the adapters merged into full weights (one self-contained checkpoint) instead of
     adapters that name the start checkpoint as their base."""
-    seed: int = 0
-    progress_bar: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
             self.data = [self.data]
-        if self.group_size < 2:
+        self._check_focus_fields()
+        try:
+            super().__post_init__()
+        except ValueError as exc:  # TRL's and transformers' own checks: one line naming what to change
+            raise ConfigError(str(exc).strip().splitlines()[0]) from None
+
+    def _check_focus_fields(self) -> None:
+        if self.num_generations is None or self.num_generations < 2:
             raise ConfigError(
-                f"group_size must be >= 2, got {self.group_size}: advantages compare answers within a group"
+                f"num_generations must be >= 2, got {self.num_generations}: advantages compare answers within a group"
             )
-        if self.batch_size < 1 or self.batch_size % self.group_size:
-            suggestion = max(1, self.batch_size // self.group_size) * self.group_size
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if self.generation_batch_size is None and self.steps_per_generation is None and batch % self.num_generations:
+            suggestion = max(1, batch // self.num_generations) * self.num_generations
             raise ConfigError(
-                f"batch_size ({self.batch_size}) must be a positive multiple of group_size ({self.group_size}): "
-                f"each episode contributes a whole group; try batch_size={suggestion}"
+                f"per_device_train_batch_size x gradient_accumulation_steps ({batch}) must be a multiple of "
+                f"num_generations ({self.num_generations}): each episode contributes a whole group; try "
+                f"per_device_train_batch_size={suggestion}"
             )
         if self.shots is not None and self.shots < 1:
             raise ConfigError(f"shots must be >= 1 or null, got {self.shots}")
         check_sampling(
-            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            max_new_tokens=self.max_completion_length or 0,
         )
+        if self.repetition_penalty != 1.0:
+            raise ConfigError(
+                f"repetition_penalty must be 1.0 for GRPO rollouts, got {self.repetition_penalty}: a penalty samples "
+                "from a distribution other than the one whose log-probabilities enter the ratio, and it penalizes "
+                "the digits the support boxes already show"
+            )
         if self.max_prompt_length < 16:
             raise ConfigError(f"max_prompt_length must be >= 16 tokens, got {self.max_prompt_length}")
         if not 0 < self.epsilon < 1:
@@ -162,26 +151,40 @@ class GRPOConfig:
             raise ConfigError(f"epsilon_high must be > 0 or null, got {self.epsilon_high}")
         if self.beta < 0:
             raise ConfigError(f"beta (KL coefficient) must be >= 0, got {self.beta}")
-        if self.num_iterations < 1:
-            raise ConfigError(f"num_iterations must be >= 1, got {self.num_iterations}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.max_grad_norm <= 0:
-            raise ConfigError(f"max_grad_norm must be > 0, got {self.max_grad_norm}")
-        if self.logging_steps < 1:
-            raise ConfigError(f"logging_steps must be >= 1, got {self.logging_steps}")
-        if self.save_steps < 0:
-            raise ConfigError(f"save_steps must be >= 0, got {self.save_steps}")
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps} (GRPO runs are sized in steps)")
+        self._check_rewards()
         if not self.output_dir:
             raise ConfigError("output_dir must name a directory")
 
+    def _check_rewards(self) -> None:
+        unknown = [name for name in self.reward_funcs if name not in REWARD_NAMES]
+        if unknown or not self.reward_funcs:
+            raise ConfigError(
+                f"reward_funcs: unknown reward {unknown[0] if unknown else '(none given)'!r}; "
+                f"known: {', '.join(REWARD_NAMES)}"
+            )
+        weights = self.reward_weights if self.reward_weights is not None else [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ConfigError(
+                f"number of reward_weights ({len(weights)}) must match number of reward_funcs "
+                f"({len(self.reward_funcs)}: {', '.join(self.reward_funcs)})"
+            )
+        for name, weight in zip(self.reward_funcs, weights, strict=True):
+            if weight < 0:
+                raise ConfigError(
+                    f"reward_weights: the weight of {name} must be >= 0, got {weight}: a negative weight rewards the "
+                    "opposite behaviour (worse boxes, malformed answers)"
+                )
+        if all(w == 0 for w in weights):
+            raise ConfigError("reward_weights are all 0: every reward would be 0")
+
     @property
-    def episodes_per_step(self) -> int:
-        return self.batch_size // self.group_size
+    def group_size(self) -> int:
+        """G, answers sampled per episode (TRL's `num_generations`)."""
+        return int(self.num_generations or 0)
 
     def check_paths(self) -> None:
         """Raise `ConfigError` for a missing start checkpoint or episode file, naming the key and the path."""
@@ -200,3 +203,6 @@ class GRPOConfig:
         for item in self.data:
             if not Path(item).exists():
                 raise ConfigError(f"data: episode file not found: {item}")
+        resume = self.resume_from_checkpoint
+        if resume and str(resume).lower() not in ("true", "last") and not Path(resume).is_dir():
+            raise ConfigError(f"resume_from_checkpoint: checkpoint directory not found: {resume}")

@@ -131,7 +131,7 @@ def format_reward(
     *,
     family: str | Sequence[str] = "qwen2_vl",
     box_format: str = "auto",
-    allow_absent: bool = True,
+    allow_absent: bool | Sequence[bool] = True,
     image_size: Any = None,
     resized_size: Any = None,
     **kwargs: Any,
@@ -151,11 +151,14 @@ def format_reward(
     families = _per_item(family, n, "qwen2_vl")
     sizes = _per_item(image_size, n, None)
     rsizes = _per_item(resized_size, n, None)
+    absent_ok = list(allow_absent) if isinstance(allow_absent, (list, tuple)) else [allow_absent] * n
+    if len(absent_ok) != n:
+        raise ValueError(f"format_reward got {len(absent_ok)} allow_absent values for {n} completions")
     rewards: list[float] = []
-    for comp, fam, size, rsize in zip(completions, families, sizes, rsizes, strict=True):
+    for comp, fam, size, rsize, may_be_absent in zip(completions, families, sizes, rsizes, absent_ok, strict=True):
         text = _strip(completion_text(comp))
         if text.lower() == NOT_PRESENT:
-            rewards.append(1.0 if allow_absent else 0.0)
+            rewards.append(1.0 if may_be_absent else 0.0)
             continue
         try:
             fmt = resolve_box_format(fam, box_format)
@@ -171,6 +174,32 @@ def format_reward(
     return rewards
 
 
+REWARD_FUNCS: dict[str, RewardFunc] = {"iou": iou_reward, "format": format_reward}
+"""The rewards a config names in `reward_funcs` (`FocusGRPOConfig`), in TRL's calling convention."""
+
+
 def parsed_ok(completions: Sequence[Any], *, family: str = "qwen2_vl") -> list[bool]:
     """Whether each answer parses at all (a box in any accepted form, or "not present"): a diagnostics helper."""
     return [_parse(completion_text(c), family, None, None).ok for c in completions]
+
+
+def box_area_ratios(
+    completions: Sequence[Any], solution: Sequence[str | None], *, family: str = "qwen2_vl", **kwargs: Any
+) -> list[float]:
+    """answer box area / target box area for each answer that is a box whose target is a box (others skipped).
+
+    IoU rewards hedging with larger boxes when the model is unsure; a median drifting well above 1 shows it.
+
+    >>> truth = "<|box_start|>(100,100),(300,300)<|box_end|>"
+    >>> box_area_ratios(["<|box_start|>(0,0),(400,400)<|box_end|>", "no"], [truth, truth])
+    [4.0]
+    """
+    ratios: list[float] = []
+    for comp, sol in zip(completions, solution, strict=True):
+        if _is_absent_solution(sol):
+            continue
+        truth = _parse(str(sol), family, None, None).box
+        answer = _parse(completion_text(comp), family, None, None)
+        if truth is not None and truth.area > 0 and answer.ok and answer.box is not None:
+            ratios.append(answer.box.area / truth.area)
+    return ratios

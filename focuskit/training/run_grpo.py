@@ -1,32 +1,34 @@
 """`train_grpo(config) -> GRPOResult`: FOCUS stage 2, from an SFT checkpoint and episode files to a saved model.
 
 Cheap checks come first (config values, then files, then episodes against the prompt length), then the model is
-loaded, the SFT adapter (if the checkpoint is one) is merged so the reference policy is exactly the SFT model, fresh
-LoRA adapters are added, and the reference is checked against the start policy before step one.
+loaded (4-bit when asked), the SFT adapter (if the checkpoint is one) is merged so the reference policy is exactly
+the SFT model, and `FocusGRPOTrainer` (TRL's GRPOTrainer) trains fresh LoRA adapters on top.
 
 Output directory:
-    focuskit_grpo.yaml   the run's config
-    metrics.jsonl        one line of diagnostics per logged step
+    focuskit_grpo.yaml   the run's settings (fields that differ from the defaults)
+    metrics.jsonl        one line of TRL's metrics plus focuskit's diagnostics per logged step
     reference/           the merged SFT model (only when the start checkpoint was a LoRA adapter)
-    checkpoint-N/        LoRA adapters every `save_steps` (loadable with `load_vlm`; their base is the start model)
+    checkpoint-N/        TRL/Trainer checkpoints every `save_steps`: adapters (loadable with `load_vlm`; their base
+                         is the start model), optimizer, scheduler, RNG and trainer state for `resume_from_checkpoint`
     final/               the trained model (adapters, or merged weights with `save_merged`)
 
-Multi-GPU: `accelerate launch [--config_file ...] -m focuskit.cli.main train grpo --config ...` runs this function in
-every process with one shared `Accelerator` (data parallel, see `grpo_trainer`); only the main process writes files,
-and the others wait for it around every save.
+Multi-GPU: `accelerate launch [--config_file ...] -m focuskit.cli.main train grpo --config ...`; TRL's trainer handles
+the processes (data parallel, DeepSpeed); only the main process writes the reference model and the final model.
 """
 
 from __future__ import annotations
 
-import json
+import copy
+import dataclasses
+import enum
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from focuskit.core.config import save_config
+from focuskit.core.errors import DatasetError
 from focuskit.core.io import atomic_write_text
-from focuskit.training.grpo_config import GRPOConfig
+from focuskit.training.grpo_config import FocusGRPOConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ CONFIG_FILE = "focuskit_grpo.yaml"
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
 REFERENCE_DIR = "reference"
+_DERIVED = ("generation_batch_size", "steps_per_generation", "logging_dir", "activation_checkpointing")
+"""Fields TRL/transformers fill in `__post_init__`; saving them would make the record refuse to load again."""
 
 
 @dataclass
@@ -43,90 +47,50 @@ class GRPOResult:
     output_dir: Path
     final_model: Path
     log_history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per logged step: TRL's metrics (reward, reward_std, frac_reward_zero_std, kl, entropy, clip_ratio/*,
+    completions/*, rewards/<func>/mean, loss, grad_norm, learning_rate, step_time) plus focuskit's (iou,
+    format_rate, parse_rate, box_area_ratio, reward_std_within)."""
     warnings: list[str] = field(default_factory=list)
     """Diagnostics warnings fired during the run (zero reward variance, no well-formed answers)."""
     episodes: int = 0
     dropped_absent: int = 0
     """Absent-query episodes left out because `absent_episodes` is off."""
-    reference_diff: float = 0.0
-    """Max |log p_policy - log p_reference| before training (0 for fresh adapters)."""
+    global_step: int = 0
 
     def series(self, key: str) -> list[float]:
-        return [float(entry[key]) for entry in self.log_history if key in entry]
+        return [float(entry[key]) for entry in self.log_history if entry.get(key) is not None]
 
 
-def _load_start(config: GRPOConfig, accelerator: Any) -> tuple[Any, Path]:
-    """The start checkpoint as a plain (non-peft) model, and the directory its adapters will name as their base.
+def config_record(config: FocusGRPOConfig) -> dict[str, Any]:
+    """The fields of `config` that differ from their defaults, YAML-safe: `load_config` reads it back."""
 
-    Every process merges the SFT adapter in memory (it needs the model), but only the main process writes the
-    reference model; the others wait so nobody reads a half-written directory."""
-    from focuskit.models.vlms.factory import load_vlm
+    def plain(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, Path):
+            return str(value)
+        return value
 
-    bundle = load_vlm(
-        config.model,
-        dtype="bfloat16" if config.bf16 else "float32",
-        attn_implementation=config.attn_implementation,
-    )
-    base_dir = Path(config.model).expanduser().resolve()
-    if hasattr(bundle.model, "merge_and_unload"):
-        # An SFT adapter: merge it so "adapter disabled" below means the SFT model, and keep that model on disk so
-        # the GRPO adapters have a base to be loaded onto.
-        bundle.model = bundle.model.merge_and_unload()
-        base_dir = (Path(config.output_dir) / REFERENCE_DIR).resolve()
-        if accelerator.is_main_process:
-            logger.info("merged the SFT adapter of %s; saving the reference model to %s", config.model, base_dir)
-            bundle.save(base_dir)
-        accelerator.wait_for_everyone()
-    return bundle, base_dir
-
-
-def _save(
-    bundle: Any, model: Any, directory: Path, config: GRPOConfig, base_dir: Path, *, merged: bool, accelerator: Any
-) -> None:
-    """Save `model` (the unwrapped peft model) with the bundle's processor and prompt, from the main process only.
-
-    All processes must call this: they wait for each other before (every process finished the step) and after
-    (nobody moves on, or exits, before the files exist)."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        _write_model(bundle, model, directory, config, base_dir, merged=merged)
-    accelerator.wait_for_everyone()
+    record: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if not f.init or f.name in _DERIVED:
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        value = plain(getattr(config, f.name))
+        if value != plain(default):
+            record[f.name] = value
+    return record
 
 
-def _write_model(bundle: Any, model: Any, directory: Path, config: GRPOConfig, base_dir: Path, *, merged: bool) -> None:
-    """Write adapters that name `base_dir` as their base (so `load_vlm` finds it), or merged full weights."""
-    from focuskit.models.vlms.factory import VLMBundle
+def _load_episodes(config: FocusGRPOConfig) -> tuple[list[Any], int]:
+    from focuskit.training.sft_data import load_sft_episodes
 
-    if merged:
-        model = model.merge_and_unload()
-    else:
-        for peft_cfg in model.peft_config.values():
-            peft_cfg.base_model_name_or_path = str(base_dir)
-    VLMBundle(model, bundle.processor, bundle.family, bundle.prompt).save(directory)
-    save_config(config, directory / CONFIG_FILE)
-
-
-def train_grpo(config: GRPOConfig) -> GRPOResult:
-    """Train with GRPO; save the final model under `config.output_dir` (see module doc). Raises `FocusError`s for
-    bad configs, files, episodes or models before any step."""
-    config.check_paths()
-    import copy
-
-    from accelerate import Accelerator
-    from transformers import set_seed
-
-    from focuskit.models.vlms.factory import apply_lora
-    from focuskit.training.grpo_trainer import GRPOTrainer, check_reference
-    from focuskit.training.sft_data import load_sft_episodes, validate_episodes
-
-    # One Accelerator per process, made before the model so `accelerate launch` picks the device and backend
-    # (DDP or DeepSpeed) from its config; one micro-batch per episode (group) of a step's per-process batch.
-    accelerator = Accelerator(
-        mixed_precision="bf16" if config.bf16 else "no",
-        gradient_accumulation_steps=config.episodes_per_step,
-        step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, not steps x processes
-    )
-    set_seed(config.seed)
     episodes = load_sft_episodes(config.data, config.shots)
     dropped = 0
     if not config.absent_episodes:
@@ -135,62 +99,120 @@ def train_grpo(config: GRPOConfig) -> GRPOResult:
         episodes = kept
         if dropped:
             logger.info("dropped %d absent-query episodes (absent_episodes is off)", dropped)
-    if len(episodes) < config.episodes_per_step:
-        from focuskit.core.errors import DatasetError
-
+    per_step = config.per_device_train_batch_size // config.group_size
+    if len(episodes) < per_step:
         raise DatasetError(
-            f"{len(episodes)} usable episode(s) but each step needs {config.episodes_per_step} "
-            f"(batch_size {config.batch_size} / group_size {config.group_size})"
+            f"{len(episodes)} usable episode(s) but each step needs {per_step} (per_device_train_batch_size "
+            f"{config.per_device_train_batch_size} / num_generations {config.group_size})"
             + (f"; {dropped} absent-query episodes were dropped (absent_episodes is off)" if dropped else "")
         )
+    return episodes, dropped
 
-    bundle, base_dir = _load_start(config, accelerator)
+
+def _load_start(config: FocusGRPOConfig) -> tuple[Any, Path]:
+    """The start checkpoint as a plain (non-peft) model, and the directory its adapters will name as their base.
+
+    Every process merges the SFT adapter in memory (it needs the model), but only the main process writes the
+    reference model; the others wait so nobody reads a half-written directory."""
+    from accelerate import PartialState
+
+    from focuskit.models.vlms.factory import load_vlm
+
+    bundle = load_vlm(
+        config.model,
+        dtype="bfloat16" if config.bf16 else "float32",
+        load_in_4bit=config.load_in_4bit,
+        attn_implementation=config.attn_implementation,
+    )
+    base_dir = Path(config.model).expanduser().resolve()
+    if hasattr(bundle.model, "merge_and_unload"):
+        # An SFT adapter: merge it so "adapter disabled" means the SFT model, and keep that model on disk so the
+        # GRPO adapters have a base to be loaded onto.
+        bundle.model = bundle.model.merge_and_unload()
+        base_dir = (Path(config.output_dir) / REFERENCE_DIR).resolve()
+        state = PartialState()
+        if state.is_main_process:
+            logger.info("merged the SFT adapter of %s; saving the reference model to %s", config.model, base_dir)
+            bundle.save(base_dir)
+        state.wait_for_everyone()
+    return bundle, base_dir
+
+
+def _lora_config(config: FocusGRPOConfig) -> Any:
+    from peft import LoraConfig
+
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_regex(),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _resume_arg(config: FocusGRPOConfig) -> str | bool | None:
+    value = config.resume_from_checkpoint
+    if not value:
+        return None
+    return True if str(value).lower() in ("true", "last") else str(value)
+
+
+def train_grpo(config: FocusGRPOConfig, *, callbacks: list[Any] | None = None) -> GRPOResult:
+    """Train with GRPO; save the final model under `config.output_dir` (see module doc). Raises `FocusError`s for
+    bad configs, files, episodes or models before any step. `callbacks`: extra transformers `TrainerCallback`s."""
+    import yaml
+
+    from focuskit.models.vlms.factory import VLMBundle
+    from focuskit.training.grpo_callbacks import DiagnosticsCallback, MetricsFileCallback
+    from focuskit.training.grpo_data import GRPOEpisodes
+    from focuskit.training.grpo_trainer import FocusGRPOTrainer
+    from focuskit.training.sft_data import validate_episodes
+
+    config.check_paths()
+    episodes, dropped = _load_episodes(config)
+    bundle, base_dir = _load_start(config)
     prompt = copy.deepcopy(config.prompt or bundle.prompt)
     if config.absent_episodes:
         prompt.allow_absent = True
     bundle.prompt = prompt
-    validate_episodes(
-        episodes,
-        bundle.processor,
-        bundle.family,
-        prompt,
-        config.max_prompt_length,
-        progress=config.progress_bar and accelerator.is_main_process,
-    )
-
-    bundle.model = apply_lora(bundle.model, config.lora)
-    if config.gradient_checkpointing:
-        bundle.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        bundle.model.enable_input_require_grads()
+    validate_episodes(episodes, bundle.processor, bundle.family, prompt, config.max_prompt_length,
+                      progress=not config.disable_tqdm)  # fmt: skip
 
     out = Path(config.output_dir)
-    if accelerator.is_main_process:
+    diagnostics = DiagnosticsCallback(config.diagnostics)
+    data = GRPOEpisodes(episodes, bundle.processor, bundle.family, prompt, cache=config.cache_encoded)
+    trainer = FocusGRPOTrainer(
+        bundle.model,
+        data=data,
+        args=config,
+        peft_config=_lora_config(config),
+        callbacks=[diagnostics, MetricsFileCallback(out / METRICS_FILE), *(callbacks or [])],
+    )
+    # The adapters' base, as every checkpoint records it: the directory `load_vlm` must load them onto.
+    for peft_config in trainer.accelerator.unwrap_model(trainer.model).peft_config.values():
+        peft_config.base_model_name_or_path = str(base_dir)
+    if trainer.accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / CONFIG_FILE)
-    trainer = GRPOTrainer(bundle, config, episodes, accelerator=accelerator)
-    reference_diff = check_reference(trainer, episodes[0])
+        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(config_record(config), sort_keys=False))
+    trainer.train(resume_from_checkpoint=_resume_arg(config))
 
-    lines: list[str] = []
-
-    def write_metrics(values: dict[str, float]) -> None:
-        lines.append(json.dumps({k: (None if v != v else round(v, 6)) for k, v in values.items()}))
-        atomic_write_text(out / METRICS_FILE, "\n".join(lines) + "\n")
-
-    def on_step(step: int) -> None:
-        if config.save_steps and step % config.save_steps == 0 and step < config.max_steps:
-            model = accelerator.unwrap_model(trainer.model)
-            _save(bundle, model, out / f"checkpoint-{step}", config, base_dir, merged=False, accelerator=accelerator)
-
-    trainer.train(on_log=write_metrics, on_step=on_step)  # on_log runs on the main process only
     final = out / FINAL_DIR
-    model = accelerator.unwrap_model(trainer.model)
-    _save(bundle, model, final, config, base_dir, merged=config.save_merged, accelerator=accelerator)
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if config.save_merged:
+            model = model.merge_and_unload()
+        VLMBundle(model, bundle.processor, bundle.family, prompt).save(final)
+        atomic_write_text(final / CONFIG_FILE, yaml.safe_dump(config_record(config), sort_keys=False))
+    trainer.accelerator.wait_for_everyone()
     return GRPOResult(
         output_dir=out,
         final_model=final,
-        log_history=trainer.log_history,
-        warnings=list(trainer.monitor.warnings),
+        log_history=[dict(h) for h in trainer.state.log_history if "reward" in h],
+        warnings=list(diagnostics.monitor.warnings),
         episodes=len(episodes),
         dropped_absent=dropped,
-        reference_diff=reference_diff,
+        global_step=trainer.state.global_step,
     )
