@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import enum
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,9 +160,17 @@ def _resume_arg(config: FocusGRPOConfig) -> str | bool | None:
     return True if str(value).lower() in ("true", "last") else str(value)
 
 
-def train_grpo(config: FocusGRPOConfig, *, callbacks: list[Any] | None = None) -> GRPOResult:
+def train_grpo(
+    config: FocusGRPOConfig,
+    *,
+    reward_funcs: Sequence[Callable[..., list[float]]] | None = None,
+    callbacks: list[Any] | None = None,
+) -> GRPOResult:
     """Train with GRPO; save the final model under `config.output_dir` (see module doc). Raises `FocusError`s for
-    bad configs, files, episodes or models before any step. `callbacks`: extra transformers `TrainerCallback`s."""
+    bad configs, files, episodes or models before any step.
+
+    `reward_funcs`: TRL-style reward functions replacing `config.reward_funcs` (weighted by `config.reward_weights`,
+    one weight each, or all 1 when it is null). `callbacks`: extra transformers `TrainerCallback`s."""
     import yaml
 
     from focuskit.models.vlms.factory import VLMBundle
@@ -187,6 +196,7 @@ def train_grpo(config: FocusGRPOConfig, *, callbacks: list[Any] | None = None) -
         bundle.model,
         data=data,
         args=config,
+        reward_funcs=reward_funcs,
         peft_config=_lora_config(config),
         callbacks=[diagnostics, MetricsFileCallback(out / METRICS_FILE), *(callbacks or [])],
     )
