@@ -12,13 +12,13 @@ import torch
 import trl
 from typer.testing import CliRunner
 
-from focuskit.core.config import load_config
-from focuskit.core.errors import ConfigError, ModelError
+from focuskit.core.errors import ConfigError
 from focuskit.data.episodes_jsonl import load_episodes
 from focuskit.data.synth import SynthConfig, write_synth_dataset
 from focuskit.models.vlms import TinyVLMConfig, build_tiny_vlm, encode_episode, load_vlm
 from focuskit.models.vlms.factory import LoraSettings, apply_lora
 from focuskit.models.vlms.prompts import PromptConfig
+from focuskit.training.config_io import load_training_config
 from focuskit.training.grpo_callbacks import ZeroVarianceMonitor
 from focuskit.training.grpo_config import DiagnosticsConfig, FocusGRPOConfig
 from focuskit.training.grpo_data import GRPOEpisodes, configure_processor
@@ -82,7 +82,7 @@ def test_is_a_trl_grpo_config_and_yaml_fills_trl_fields(tmp_path: Path) -> None:
         "use_vllm: true\nvllm_mode: server\nsave_steps: 7\nreport_to: [tensorboard]\nlora: {r: 4}\n"
         "resume_from_checkpoint: last\nbeta: 0.0\n"
     )
-    config = load_config(FocusGRPOConfig, path, ["num_generations=2", "per_device_train_batch_size=4"])
+    config = load_training_config(FocusGRPOConfig, path, ["num_generations=2", "per_device_train_batch_size=4"])
     assert isinstance(config, trl.GRPOConfig)
     assert (config.loss_type, config.epsilon_high, config.scale_rewards) == ("dapo", 0.28, "none")
     assert config.mask_truncated_completions and config.use_vllm and config.vllm_mode == "server"
@@ -90,16 +90,25 @@ def test_is_a_trl_grpo_config_and_yaml_fills_trl_fields(tmp_path: Path) -> None:
     assert config.generation_batch_size == 4 and config.num_generations == 2
 
 
-def test_unknown_key_names_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("yaml_text", "match"),
+    [
+        ("group_size: 4\n", "key 'group_size' .* is now num_generations"),  # the hand-written trainer's name
+        ("num_generation: 4\n", "unknown key 'num_generation' .*did you mean 'num_generations'"),
+        ("lora: {rank: 4}\n", "unknown key 'rank'"),
+    ],
+)
+def test_unknown_or_renamed_key_names_the_key(tmp_path: Path, yaml_text: str, match: str) -> None:
     path = tmp_path / "g.yaml"
-    path.write_text("group_size: 4\n")  # the hand-written trainer's name for num_generations
-    with pytest.raises(ConfigError, match="unknown key 'group_size'"):
-        load_config(FocusGRPOConfig, path)
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=match):
+        load_training_config(FocusGRPOConfig, path)
 
 
 @pytest.mark.parametrize("name", ["grpo_tiny.yaml", "grpo_qwen2vl_7b.yaml"])
 def test_shipped_configs_load(name: str) -> None:
-    config = load_config(FocusGRPOConfig, CONFIGS / name, ["bf16=false"])  # bf16 needs a GPU: check the rest here
+    # bf16 needs a GPU: check the rest here
+    config = load_training_config(FocusGRPOConfig, CONFIGS / name, ["bf16=false"])
     assert config.per_device_train_batch_size % config.num_generations == 0
     assert config.repetition_penalty == 1.0 and config.top_k == 0 and config.top_p == 1.0
     assert not config.absent_episodes and config.reward_funcs == ["iou", "format"]
@@ -130,7 +139,7 @@ def test_missing_data_file_is_refused(tmp_path: Path, tiny_checkpoint: Path) -> 
 def test_four_bit_without_a_gpu_is_refused_before_training(
     tmp_path: Path, tiny_checkpoint: Path, episodes_file: Path
 ) -> None:
-    with pytest.raises(ModelError, match="load_in_4bit needs a CUDA GPU"):
+    with pytest.raises(ConfigError, match=r"load_in_4bit \(QLoRA\) needs a CUDA GPU"):
         train_grpo(_config(tiny_checkpoint, episodes_file, tmp_path / "out", load_in_4bit=True))
     assert not (tmp_path / "out").exists()
 
@@ -250,7 +259,7 @@ def test_train_grpo_end_to_end(tiny_checkpoint: Path, episodes_file: Path, tmp_p
     checkpoint = out / "checkpoint-1"
     assert (checkpoint / "optimizer.pt").is_file() and (checkpoint / "trainer_state.json").is_file()
     assert load_vlm(checkpoint, dtype="float32").prompt.max_pixels == 56 * 56
-    again = load_config(FocusGRPOConfig, out / CONFIG_FILE)  # the record of the run reads back
+    again = load_training_config(FocusGRPOConfig, out / CONFIG_FILE)  # the record of the run reads back
     assert (again.max_steps, again.save_steps, again.model) == (2, 1, str(tiny_checkpoint))
 
 

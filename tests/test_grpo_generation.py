@@ -6,7 +6,6 @@ import contextlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -64,5 +63,5 @@ def test_without_the_neutral_config_the_checkpoint_would_leak(
 ) -> None:
     """The test above can fail: with TRL's own generation settings alone, min_p / no_repeat_ngram_size leak."""
     clean, leaky, episodes = checkpoints
-    monkeypatch.setattr(grpo_trainer, "neutral_generation_config", lambda model: contextlib.nullcontext())
+    monkeypatch.setattr(grpo_trainer, "checkpoint_generation_defaults_disabled", lambda m: contextlib.nullcontext())
     assert not torch.equal(_completions(leaky, episodes, tmp_path / "b"), _completions(clean, episodes, tmp_path / "a"))

@@ -22,11 +22,11 @@ def grpo(
     ] = None,
 ) -> None:
     """Sample G answers per episode, reward IoU + format, and train LoRA adapters with TRL; saves OUTPUT_DIR/final."""
-    from focuskit.core.config import load_config
+    from focuskit.training.config_io import load_training_config
     from focuskit.training.grpo_config import FocusGRPOConfig
     from focuskit.training.run_grpo import METRICS_FILE, train_grpo
 
-    cfg = load_config(FocusGRPOConfig, config, overrides or [])
+    cfg = load_training_config(FocusGRPOConfig, config, overrides or [])
     result = train_grpo(cfg)
     typer.echo(
         f"trained to step {result.global_step} on {result.episodes} episodes; model saved to {result.final_model}"

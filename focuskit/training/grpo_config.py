@@ -1,12 +1,12 @@
 """`FocusGRPOConfig`: TRL's `GRPOConfig` (every field usable) plus what FOCUS stage 2 needs on top.
 
-A YAML file (`configs/grpo_*.yaml`) and `key=value` overrides fill this dataclass through `focuskit.core.config`
-(the same parser as every focuskit config); an unknown key is an error naming it. The TRL and transformers fields
-keep their names and meanings (`num_generations`, `per_device_train_batch_size`, `max_completion_length`,
-`loss_type`, `beta`, `epsilon`/`epsilon_high`, `scale_rewards`, `mask_truncated_completions`, `use_vllm`/`vllm_mode`,
-`report_to`, `save_steps`, `resume_from_checkpoint`, ...), so a TRL user's settings carry over unchanged. focuskit adds
-the start checkpoint, the episode files, the prompt, LoRA, 4-bit loading, the reward functions by name and the
-diagnostics thresholds.
+A YAML file (`configs/grpo_*.yaml`) and `key=value` overrides fill this dataclass through `training.config_io`
+(the parser the SFT config uses too); an unknown key is an error naming it and its closest names. The TRL and
+transformers fields keep their names and meanings (`num_generations`, `per_device_train_batch_size`,
+`max_completion_length`, `loss_type`, `beta`, `epsilon`/`epsilon_high`, `scale_rewards`,
+`mask_truncated_completions`, `use_vllm`/`vllm_mode`, `report_to`, `save_steps`, `resume_from_checkpoint`, ...), so
+a TRL user's settings carry over unchanged. focuskit adds the start checkpoint, the episode files, the prompt, LoRA,
+4-bit loading, the reward functions by name and the diagnostics thresholds.
 
 `__post_init__` checks our fields (TRL's own `__post_init__` checks its fields); `check_paths` checks the files
 (start checkpoint, episode files) and is the first thing `train_grpo` does, so a typo costs seconds, not a model load.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import trl
 
@@ -58,6 +59,16 @@ class FocusGRPOConfig(trl.GRPOConfig):
     `learning_rate` (1e-5, a LoRA rate; see docs/grpo.md), `beta` (0.04, the GRPO paper's KL weight; TRL's is 0),
     `reward_weights` ([1, 1] for iou + format).
     """
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {
+        "group_size": "num_generations",
+        "batch_size": "per_device_train_batch_size (answers per step and device, a multiple of num_generations)",
+        "max_new_tokens": "max_completion_length",
+        "lr_scheduler": "lr_scheduler_type",
+        "warmup_ratio": "warmup_steps (a value below 1 is a fraction of the training steps)",
+        "progress_bar": "disable_tqdm (inverted)",
+    }
+    """Keys of the hand-written trainer's config: an old YAML fails naming the TRL key (`config_io.check_keys`)."""
 
     # --- TRL / transformers defaults focuskit changes -----------------------------------------------------------
     output_dir: str | None = "runs/grpo"

@@ -27,7 +27,7 @@ import torch
 from focuskit.core.episode import Episode
 from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.vlms.encoding import EncodedEpisode, encode_episode, episode_answer
-from focuskit.models.vlms.families import Family, family_spec
+from focuskit.models.vlms.families import Family
 from focuskit.models.vlms.prompts import PromptConfig, _content, build_prompt
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
@@ -147,12 +147,3 @@ def check_prompt_identity(data: GRPOEpisodes, index: int = 0) -> None:
                 f"TRL's rendering of episode {data.episodes[index].id!r} differs from encode_episode in {key} "
                 f"({shapes}): training would score answers on other pixels or tokens than evaluation uses"
             )
-
-
-def end_of_turn_id(tokenizer: Any, family: Family) -> int:
-    """The id of the family's end-of-turn token (a rollout stops there)."""
-    token = family_spec(family).end_of_turn
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        raise ModelError(f"the tokenizer has no end-of-turn token {token!r} for family {family}")
-    return int(token_id)

@@ -25,8 +25,7 @@ What differs, each a small override:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -35,9 +34,15 @@ from accelerate.utils import gather_object
 
 from focuskit.core.errors import ModelError
 from focuskit.models.vlms.encoding import TOKEN_KEYS
+from focuskit.models.vlms.generation import (
+    checkpoint_generation_defaults_disabled,
+    stop_token_ids,
+    unwrap_model,
+    vision_token_ids,
+)
 from focuskit.models.vlms.prompts import save_prompt_config
 from focuskit.training.grpo_config import FocusGRPOConfig
-from focuskit.training.grpo_data import GRPOEpisodes, check_prompt_identity, configure_processor, end_of_turn_id
+from focuskit.training.grpo_data import GRPOEpisodes, check_prompt_identity, configure_processor
 from focuskit.training.rewards import (
     REWARD_FUNCS,
     box_area_ratios,
@@ -50,29 +55,6 @@ from focuskit.training.rewards import (
 logger = logging.getLogger(__name__)
 
 RewardFunc = Callable[..., list[float]]
-VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
-"""Tokens a rollout must never sample: a sampled image token would not match the image features."""
-
-
-@contextmanager
-def neutral_generation_config(model: Any) -> Iterator[None]:
-    """Within the block, `model`'s `generation_config` keeps only its special-token ids.
-
-    `generate` fills every option its `generation_config` argument leaves unset (None) from the model's own
-    `generation_config`; with this in place they fall back to transformers' neutral defaults instead of the
-    checkpoint's (repetition_penalty, top_k, top_p, no_repeat_ngram_size, min_p, ...).
-    """
-    from transformers import GenerationConfig
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    original = base.generation_config
-    base.generation_config = GenerationConfig(
-        bos_token_id=original.bos_token_id, eos_token_id=original.eos_token_id, pad_token_id=original.pad_token_id
-    )
-    try:
-        yield
-    finally:
-        base.generation_config = original
 
 
 class FocusGRPOTrainer(trl.GRPOTrainer):
@@ -110,12 +92,12 @@ class FocusGRPOTrainer(trl.GRPOTrainer):
         self._set_rollout_tokens()
 
     def _set_rollout_tokens(self) -> None:
-        """Stop at the family's end-of-turn token and never sample vision tokens, whatever the checkpoint declares."""
+        """Stop at the family's end-of-turn token and never sample vision tokens, whatever the checkpoint declares
+        (`models.vlms.generation`: the same stop and suppressed ids as evaluation)."""
         tok = self._tokenizer
-        stops = list(dict.fromkeys([*self.eos_token_ids, end_of_turn_id(tok, self.focus_data.family)]))
+        stops = list(dict.fromkeys([*self.eos_token_ids, *stop_token_ids(tok, self.focus_data.family)]))
         self.eos_token_ids = stops
-        vocab = tok.get_vocab()
-        suppress = sorted({vocab[t] for t in VISION_TOKENS if t in vocab})
+        suppress = vision_token_ids(tok)
         if not self.use_vllm:
             self.generation_config.eos_token_id = stops
             self.generation_config.suppress_tokens = suppress
@@ -148,7 +130,7 @@ class FocusGRPOTrainer(trl.GRPOTrainer):
 
     # --- rollouts ---------------------------------------------------------------------------------------------------
     def _generate_single_turn(self, *args: Any, **kwargs: Any) -> Any:
-        with neutral_generation_config(self.accelerator.unwrap_model(self.model)):
+        with checkpoint_generation_defaults_disabled(unwrap_model(self.model)):
             return super()._generate_single_turn(*args, **kwargs)
 
     def _generate(self, prompts: list[Any]) -> tuple[Any, ...]:

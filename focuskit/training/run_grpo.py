@@ -19,8 +19,6 @@ the processes (data parallel, DeepSpeed); only the main process writes the refer
 from __future__ import annotations
 
 import copy
-import dataclasses
-import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,30 +61,11 @@ class GRPOResult:
 
 
 def config_record(config: FocusGRPOConfig) -> dict[str, Any]:
-    """The fields of `config` that differ from their defaults, YAML-safe: `load_config` reads it back."""
+    """The fields of `config` that differ from their defaults, YAML-safe (`config_io.training_config_dict`), less
+    the ones TRL derives in `__post_init__`: `load_training_config` reads the record back."""
+    from focuskit.training.config_io import training_config_dict
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, enum.Enum):
-            return value.value
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        if isinstance(value, Path):
-            return str(value)
-        return value
-
-    record: dict[str, Any] = {}
-    for f in dataclasses.fields(config):
-        if not f.init or f.name in _DERIVED:
-            continue
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        value = plain(getattr(config, f.name))
-        if value != plain(default):
-            record[f.name] = value
-    return record
+    return {k: v for k, v in training_config_dict(config).items() if k not in _DERIVED}
 
 
 def _load_episodes(config: FocusGRPOConfig) -> tuple[list[Any], int]:
@@ -177,9 +156,12 @@ def train_grpo(
     from focuskit.training.grpo_callbacks import DiagnosticsCallback, MetricsFileCallback
     from focuskit.training.grpo_data import GRPOEpisodes
     from focuskit.training.grpo_trainer import FocusGRPOTrainer
+    from focuskit.training.sft_config import check_4bit_available
     from focuskit.training.sft_data import validate_episodes
 
     config.check_paths()
+    if config.load_in_4bit:
+        check_4bit_available()  # before reading any episode or weight
     episodes, dropped = _load_episodes(config)
     bundle, base_dir = _load_start(config)
     prompt = copy.deepcopy(config.prompt or bundle.prompt)
