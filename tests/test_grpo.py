@@ -130,6 +130,15 @@ def test_missing_sft_checkpoint_is_refused_before_loading(tmp_path: Path, episod
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("resume", ["last", "runs/nowhere/checkpoint-3"])
+def test_resume_without_a_checkpoint_is_refused(
+    tmp_path: Path, tiny_checkpoint: Path, episodes_file: Path, resume: str
+) -> None:
+    config = _config(tiny_checkpoint, episodes_file, tmp_path / "out", resume_from_checkpoint=resume)
+    with pytest.raises(ConfigError, match="resume_from_checkpoint"):
+        train_grpo(config)
+
+
 def test_missing_data_file_is_refused(tmp_path: Path, tiny_checkpoint: Path) -> None:
     with pytest.raises(ConfigError, match="episode file not found"):
         train_grpo(_config(tiny_checkpoint, tmp_path / "x.jsonl", tmp_path / "out"))

@@ -55,7 +55,7 @@ def test_resumed_run_matches_an_uninterrupted_one(inputs: tuple[Path, Path], tmp
     first = train_grpo(_config(inputs, tmp_path / "b"), reward_funcs=[parity_reward], callbacks=[StopAt(2)])
     assert first.global_step == 2 and (tmp_path / "b" / "checkpoint-2" / "optimizer.pt").is_file()
     resumed = train_grpo(
-        _config(inputs, tmp_path / "b", resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-2")),
+        _config(inputs, tmp_path / "b", resume_from_checkpoint="last"),  # the latest checkpoint-N in output_dir
         reward_funcs=[parity_reward],
     )
     assert resumed.global_step == 4

@@ -57,6 +57,7 @@ class FocusGRPOConfig(trl.GRPOConfig):
     `max_completion_length` (48: a box answer is ~20 tokens), `num_generations` (4), `per_device_train_batch_size` (8),
     `gradient_checkpointing` (False: tiny runs on CPU), `bf16` (False: the 7B config turns it on), `seed` (0),
     `learning_rate` (1e-5, a LoRA rate; see docs/grpo.md), `beta` (0.04, the GRPO paper's KL weight; TRL's is 0),
+    `loss_type` (grpo, the GRPO paper's and FOCUS's; TRL's is dapo),
     `reward_weights` ([1, 1] for iou + format).
     """
 
@@ -82,6 +83,7 @@ class FocusGRPOConfig(trl.GRPOConfig):
     bf16: bool | None = False
     seed: int = 0
     beta: float = 0.04
+    loss_type: str = "grpo"
     reward_weights: list[float] | None = field(default_factory=lambda: [1.0, 1.0])
 
     # --- focuskit ----------------------------------------------------------------------------------------------
@@ -215,5 +217,11 @@ class FocusGRPOConfig(trl.GRPOConfig):
             if not Path(item).exists():
                 raise ConfigError(f"data: episode file not found: {item}")
         resume = self.resume_from_checkpoint
-        if resume and str(resume).lower() not in ("true", "last") and not Path(resume).is_dir():
+        if resume and str(resume).lower() in ("true", "last"):
+            from transformers.trainer_utils import get_last_checkpoint
+
+            out = Path(str(self.output_dir))
+            if not out.is_dir() or get_last_checkpoint(str(out)) is None:
+                raise ConfigError(f"resume_from_checkpoint={resume}: no checkpoint-N directory in {out} to resume from")
+        elif resume and not Path(resume).is_dir():
             raise ConfigError(f"resume_from_checkpoint: checkpoint directory not found: {resume}")

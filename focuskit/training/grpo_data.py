@@ -28,7 +28,7 @@ from focuskit.core.episode import Episode
 from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.vlms.encoding import EncodedEpisode, encode_episode, episode_answer
 from focuskit.models.vlms.families import Family
-from focuskit.models.vlms.prompts import PromptConfig, _content, build_prompt
+from focuskit.models.vlms.prompts import PromptConfig, build_prompt, episode_messages
 
 QWEN_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
 
@@ -51,11 +51,6 @@ def configure_processor(processor: Any, family: Family, prompt: PromptConfig) ->
         if hasattr(ip, name):
             setattr(ip, name, value)
     processor.tokenizer.padding_side = "left"
-
-
-def episode_messages(family: Family, prompt: PromptConfig, box_texts: Sequence[str]) -> list[dict[str, Any]]:
-    """The chat messages `build_prompt` renders for an episode (image placeholders without pixels)."""
-    return [{"role": "user", "content": _content(family, prompt.full_instruction(), box_texts)}]
 
 
 class GRPOEpisodes:
