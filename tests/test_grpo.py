@@ -159,6 +159,14 @@ def test_llava_family_is_refused_with_the_reason(tiny_checkpoint: Path) -> None:
         configure_processor(processor, "llava_onevision", PromptConfig())
 
 
+def test_the_lora_handed_to_trl_is_the_configs(tmp_path: Path) -> None:
+    """TRL's peft_config comes from `lora:`, targeting the language model only (tests/test_vlm_7b_meta.py counts it)."""
+    config = load_training_config(FocusGRPOConfig, CONFIGS / "grpo_qwen2vl_7b.yaml", ["bf16=false", "lora.r=16"])
+    peft_config = _lora_config(config)
+    assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (16, 16, 0.0)
+    assert peft_config.target_modules == LoraSettings(r=16).target_regex()
+
+
 # --- the trainer --------------------------------------------------------------------------------------------------
 def _trainer(checkpoint: Path, episodes_file: Path, out: Path, **overrides: Any) -> FocusGRPOTrainer:
     args = _config(checkpoint, episodes_file, out, **overrides)

@@ -22,12 +22,16 @@ def grpo(
     ] = None,
 ) -> None:
     """Sample G answers per episode, reward IoU + format, and train LoRA adapters with TRL; saves OUTPUT_DIR/final."""
+    from accelerate import PartialState
+
     from focuskit.training.config_io import load_training_config
     from focuskit.training.grpo_config import FocusGRPOConfig
     from focuskit.training.run_grpo import METRICS_FILE, train_grpo
 
     cfg = load_training_config(FocusGRPOConfig, config, overrides or [])
     result = train_grpo(cfg)
+    if not PartialState().is_main_process:  # under accelerate launch / torchrun: one summary, not one per process
+        return
     typer.echo(
         f"trained to step {result.global_step} on {result.episodes} episodes; model saved to {result.final_model}"
     )
