@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -151,6 +152,20 @@ def test_four_bit_without_a_gpu_is_refused_before_training(
     with pytest.raises(ConfigError, match=r"load_in_4bit \(QLoRA\) needs a CUDA GPU"):
         train_grpo(_config(tiny_checkpoint, episodes_file, tmp_path / "out", load_in_4bit=True))
     assert not (tmp_path / "out").exists()
+
+
+def test_vllm_needs_vllm_and_a_checkpoint_that_resizes_like_the_prompt(
+    tmp_path: Path, tiny_checkpoint: Path, episodes_file: Path
+) -> None:
+    from focuskit.training.run_grpo import check_vllm_processor
+
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match="use_vllm needs the vllm package"):
+            train_grpo(_config(tiny_checkpoint, episodes_file, tmp_path / "out", use_vllm=True))
+        assert not (tmp_path / "out").exists()
+    check_vllm_processor(tiny_checkpoint, PromptConfig(min_pixels=56 * 56, max_pixels=56 * 56))  # as saved
+    with pytest.raises(ConfigError, match=r"resizes to 3136\.\.3136 pixels but the prompt config says 3136\.\.12544"):
+        check_vllm_processor(tiny_checkpoint, PromptConfig(min_pixels=56 * 56, max_pixels=112 * 112))
 
 
 def test_llava_family_is_refused_with_the_reason(tiny_checkpoint: Path) -> None:

@@ -19,13 +19,14 @@ the processes (data parallel, DeepSpeed); only the main process writes the refer
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from focuskit.core.errors import DatasetError
+from focuskit.core.errors import ConfigError, DatasetError
 from focuskit.core.io import atomic_write_text
 from focuskit.training.grpo_config import FocusGRPOConfig
 
@@ -90,13 +91,16 @@ def _load_episodes(config: FocusGRPOConfig) -> tuple[list[Any], int]:
 
 
 def _load_start(config: FocusGRPOConfig) -> tuple[Any, Path]:
-    """The start checkpoint as a plain (non-peft) model, and the directory its adapters will name as their base.
+    """The start checkpoint as a plain (non-peft) model with the run's prompt config and a processor that resizes as
+    it says, and the directory its adapters will name as their base.
 
     Every process merges the SFT adapter in memory (it needs the model), but only the main process writes the
-    reference model; the others wait so nobody reads a half-written directory."""
+    reference model (with the configured processor, so vLLM, which loads from disk, resizes the same way); the
+    others wait so nobody reads a half-written directory."""
     from accelerate import PartialState
 
     from focuskit.models.vlms.factory import load_vlm
+    from focuskit.training.grpo_data import configure_processor
 
     bundle = load_vlm(
         config.model,
@@ -104,6 +108,11 @@ def _load_start(config: FocusGRPOConfig) -> tuple[Any, Path]:
         load_in_4bit=config.load_in_4bit,
         attn_implementation=config.attn_implementation,
     )
+    prompt = copy.deepcopy(config.prompt or bundle.prompt)
+    if config.absent_episodes:
+        prompt.allow_absent = True
+    bundle.prompt = prompt
+    configure_processor(bundle.processor, bundle.family, prompt)
     base_dir = Path(config.model).expanduser().resolve()
     if hasattr(bundle.model, "merge_and_unload"):
         # An SFT adapter: merge it so "adapter disabled" means the SFT model, and keep that model on disk so the
@@ -115,7 +124,25 @@ def _load_start(config: FocusGRPOConfig) -> tuple[Any, Path]:
             logger.info("merged the SFT adapter of %s; saving the reference model to %s", config.model, base_dir)
             bundle.save(base_dir)
         state.wait_for_everyone()
+    if config.use_vllm:
+        check_vllm_processor(base_dir, prompt)
     return bundle, base_dir
+
+
+def check_vllm_processor(base_dir: Path, prompt: Any) -> None:
+    """vLLM loads the processor from the checkpoint on disk: refuse a run whose saved pixel limits differ from the
+    prompt config's (vLLM would sample from other pixels than the ones the answers are scored on)."""
+    from transformers import AutoProcessor
+
+    size = dict(AutoProcessor.from_pretrained(str(base_dir)).image_processor.size)
+    saved = (size.get("shortest_edge"), size.get("longest_edge"))
+    if saved != (prompt.min_pixels, prompt.max_pixels):
+        raise ConfigError(
+            f"use_vllm: the processor saved in {base_dir} resizes to {saved[0]}..{saved[1]} pixels but the prompt "
+            f"config says {prompt.min_pixels}..{prompt.max_pixels}; vLLM would see other pixels than training. Re-save "
+            "the checkpoint with focuskit (VLMBundle.save after grpo_data.configure_processor) or set prompt.min_pixels"
+            "/max_pixels to the saved values"
+        )
 
 
 def _lora_config(config: FocusGRPOConfig) -> Any:
@@ -162,12 +189,13 @@ def train_grpo(
     config.check_paths()
     if config.load_in_4bit:
         check_4bit_available()  # before reading any episode or weight
+    if config.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "use_vllm needs the vllm package (pip install vllm); set use_vllm=false to sample with generate"
+        )
     episodes, dropped = _load_episodes(config)
     bundle, base_dir = _load_start(config)
-    prompt = copy.deepcopy(config.prompt or bundle.prompt)
-    if config.absent_episodes:
-        prompt.allow_absent = True
-    bundle.prompt = prompt
+    prompt = bundle.prompt
     validate_episodes(episodes, bundle.processor, bundle.family, prompt, config.max_prompt_length,
                       progress=not config.disable_tqdm)  # fmt: skip
 
