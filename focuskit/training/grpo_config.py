@@ -70,6 +70,8 @@ class FocusGRPOConfig(trl.GRPOConfig):
         "progress_bar": "disable_tqdm (inverted)",
     }
     """Keys of the hand-written trainer's config: an old YAML fails naming the TRL key (`config_io.check_keys`)."""
+    DERIVED_KEYS: ClassVar[tuple[str, ...]] = ("generation_batch_size", "steps_per_generation")
+    """Fields TRL's `__post_init__` derives from each other (and refuses both set): never written to a record."""
 
     # --- TRL / transformers defaults focuskit changes -----------------------------------------------------------
     output_dir: str | None = "runs/grpo"

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from focuskit.core.errors import ConfigError, DatasetError
-from focuskit.core.io import atomic_write_text
 from focuskit.training.grpo_config import FocusGRPOConfig
 
 logger = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ CONFIG_FILE = "focuskit_grpo.yaml"
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
 REFERENCE_DIR = "reference"
-_DERIVED = ("generation_batch_size", "steps_per_generation", "logging_dir", "activation_checkpointing")
-"""Fields TRL/transformers fill in `__post_init__`; saving them would make the record refuse to load again."""
 
 
 @dataclass
@@ -59,14 +56,6 @@ class GRPOResult:
 
     def series(self, key: str) -> list[float]:
         return [float(entry[key]) for entry in self.log_history if entry.get(key) is not None]
-
-
-def config_record(config: FocusGRPOConfig) -> dict[str, Any]:
-    """The fields of `config` that differ from their defaults, YAML-safe (`config_io.training_config_dict`), less
-    the ones TRL derives in `__post_init__`: `load_training_config` reads the record back."""
-    from focuskit.training.config_io import training_config_dict
-
-    return {k: v for k, v in training_config_dict(config).items() if k not in _DERIVED}
 
 
 def _load_episodes(config: FocusGRPOConfig) -> tuple[list[Any], int]:
@@ -177,9 +166,8 @@ def train_grpo(
 
     `reward_funcs`: TRL-style reward functions replacing `config.reward_funcs` (weighted by `config.reward_weights`,
     one weight each, or all 1 when it is null). `callbacks`: extra transformers `TrainerCallback`s."""
-    import yaml
-
     from focuskit.models.vlms.factory import VLMBundle
+    from focuskit.training.config_io import save_training_config
     from focuskit.training.grpo_callbacks import DiagnosticsCallback, MetricsFileCallback
     from focuskit.training.grpo_data import GRPOEpisodes
     from focuskit.training.grpo_trainer import FocusGRPOTrainer
@@ -215,7 +203,7 @@ def train_grpo(
         peft_config.base_model_name_or_path = str(base_dir)
     if trainer.accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(config_record(config), sort_keys=False))
+        save_training_config(config, out / CONFIG_FILE)
     trainer.train(resume_from_checkpoint=_resume_arg(config))
 
     final = out / FINAL_DIR
@@ -225,7 +213,7 @@ def train_grpo(
         if config.save_merged:
             model = model.merge_and_unload()
         VLMBundle(model, bundle.processor, bundle.family, prompt).save(final)
-        atomic_write_text(final / CONFIG_FILE, yaml.safe_dump(config_record(config), sort_keys=False))
+        save_training_config(config, final / CONFIG_FILE)
     trainer.accelerator.wait_for_everyone()
     return GRPOResult(
         output_dir=out,
