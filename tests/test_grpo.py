@@ -253,6 +253,26 @@ def test_reference_is_the_adapter_disabled_start_model(
     assert names and all("lora_" in n and "language_model" in n for n in names)
 
 
+def test_diagnostics_metrics_are_computed_from_the_answers(
+    tiny_checkpoint: Path, episodes_file: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(tiny_checkpoint, episodes_file, tmp_path / "out")
+    trainer.model.train()
+    truth = "<|box_start|>(100,100),(300,300)<|box_end|>"
+    row = {"solution": truth, "image_size": [56, 56], "resized_size": [56, 56], "family": "qwen2_vl",
+           "allow_absent": False}  # fmt: skip
+    swapped = "<|box_start|>(300,300),(100,100)<|box_end|>"  # parses (repaired), not the trained form
+    answers = [truth, "<|box_start|>(0,0),(400,400)<|box_end|>", swapped, "no idea"]
+    completions = [[{"role": "assistant", "content": a}] for a in answers]
+    rewards = torch.tensor([[1.0, 1.0], [0.25, 1.0], [1.0, 0.0], [0.0, 0.0]])  # (answers, reward functions)
+    trainer._log_diagnostics([row] * 4, completions, rewards)
+    metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    assert metrics["parse_rate"] == 0.75 and metrics["format_rate"] == 0.5
+    assert metrics["iou"] == pytest.approx((1.0 + 0.25 + 1.0 + 0.0) / 4, abs=1e-3)
+    assert metrics["box_area_ratio"] == pytest.approx(1.0, rel=1e-3)  # median of 1, 4, 1
+    assert metrics["reward_std_within"] == pytest.approx(float(torch.tensor([2.0, 1.25, 1.0, 0.0]).std(unbiased=False)))
+
+
 @pytest.mark.parametrize(
     ("stds", "formats", "warnings"),
     [
