@@ -355,3 +355,23 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "grpo", "--config", str(path)])
     assert result.exit_code == 2
     assert "focuskit: error:" in result.output and "multiple of num_generations" in result.output
+
+
+def test_cli_trains_logs_trl_metrics_and_resumes(tiny_checkpoint: Path, episodes_file: Path, tmp_path: Path) -> None:
+    from focuskit.cli.main import app
+
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        f"model: {tiny_checkpoint}\ndata: [{episodes_file}]\noutput_dir: {tmp_path / 'run'}\nnum_generations: 4\n"
+        "per_device_train_batch_size: 4\nmax_completion_length: 3\nmax_steps: 1\nsave_steps: 1\n"
+        "disable_tqdm: true\nreport_to: none\n"
+    )
+    first = CliRunner().invoke(app, ["train", "grpo", "--config", str(path)])
+    assert first.exit_code == 0, first.output
+    assert "trained to step 1" in first.output and "frac_reward_zero_std: 1.0000" in first.output
+    resumed = CliRunner().invoke(
+        app, ["train", "grpo", "--config", str(path), "max_steps=2", "resume_from_checkpoint=true"]
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert "trained to step 2" in resumed.output
+    assert len((tmp_path / "run" / METRICS_FILE).read_text().splitlines()) == 2

@@ -9,14 +9,16 @@ disabled (`use_adapter(model, None)`), so the reference is exactly the start che
 What differs, each a small override:
 
 - `_tokenize_prompts`: prompt tokens and pixels come from `encode_episode` with the checkpoint's `PromptConfig`,
-  exactly what SFT and evaluation use. TRL's forward-pass rendering (from the row's messages) is made identical by
-  `grpo_data.configure_processor` and checked by `grpo_data.check_prompt_identity` before step one.
+  exactly what SFT and evaluation use (`_generate_and_score_completions` only records which episode rows the batch
+  holds, as TRL records its environments). TRL's forward-pass rendering (from the row's messages) is made identical
+  by `grpo_data.configure_processor` and checked by `grpo_data.check_prompt_identity` before step one.
 - `_generate`: answers are decoded with special tokens kept. TRL decodes with `skip_special_tokens=True`, which
   deletes Qwen2-VL's `<|box_start|>`/`<|box_end|>` (special tokens), so no answer would ever match the box form.
-- `_generate_single_turn`: rollouts run with a neutral model `generation_config`. transformers fills every option
-  the trainer leaves unset from the checkpoint's `generation_config` (Qwen2-VL-Instruct ships
-  `repetition_penalty` 1.05, `top_k`, `top_p`); a leaked option samples from another distribution than the one whose
-  log-probabilities enter the ratio.
+- `_generate_single_turn`: rollouts run with the checkpoint's generation defaults swapped out
+  (`models.vlms.generation.checkpoint_generation_defaults_disabled`). transformers fills every option the trainer
+  leaves unset from the checkpoint's `generation_config` (Qwen2-VL-Instruct ships `repetition_penalty` 1.05, `top_k`,
+  `top_p`; TRL leaves e.g. `min_p` and `no_repeat_ngram_size` unset); a leaked option samples from another
+  distribution than the one whose log-probabilities enter the ratio.
 - `_calculate_rewards`: after TRL's rewards, logs focuskit's diagnostics: `parse_rate`, `format_rate`, `iou`,
   `box_area_ratio` (median answer/target area: IoU rewards hedging with larger boxes) and `reward_std_within`.
 - `_save`: checkpoints also carry the prompt config, so `load_vlm` and evaluation read them like SFT checkpoints.
