@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from focuskit.cli.tables import print_table
 from focuskit.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def eval_answers(
         table.add_column(m, justify="right")
     for label, cells in summary_rows(summary, mode_list):
         table.add_row(label, *cells)
-    Console().print(table)
+    print_table(table)
     typer.echo(
         f"{stats.evaluated} answer(s) new, {stats.skipped} resumed from {out / RESULTS_FILE}; "
         f"judge: {payload['judge'] or '-'}; summary: {out / SUMMARY_FILE}; plot: {plot_path}"

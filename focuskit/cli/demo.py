@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from PIL import Image
-from tqdm.auto import tqdm
 
 from focuskit.core.box import Box, iou
 from focuskit.core.episode import Episode, Prediction
@@ -77,6 +76,8 @@ def demo(
     out.mkdir(parents=True, exist_ok=True)
     preds, truths, written = [], [], []
     start = time.perf_counter()
+    from tqdm.auto import tqdm
+
     for ep in tqdm(episodes, desc=f"demo {engine}", unit="ep"):
         sub = ep.with_shots(min(shots, ep.k)) if shots is not None else ep
         pred = localizer.localize(sub.supports, sub.query_image)

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from focuskit.cli.tables import print_table
 
 library_app = typer.Typer(
     help="Personal visual search: index a photo folder once, then list the photos where a concept appears.",
@@ -115,7 +116,7 @@ def search_cmd(
     for rank, h in enumerate(hits, 1):
         where = str(h.image) if h.frame is None else f"{h.image} @ frame {h.frame} ({h.time_s:.1f} s)"
         table.add_row(str(rank), f"{h.score:.3f}", where, ",".join(f"{v:.0f}" for v in h.boxes[0].to_xyxy()))
-    Console().print(table)
+    print_table(table)
 
 
 @library_app.command("status")

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from focuskit.core.box import nms
-from focuskit.core.detections import Detections
+from focuskit.core.detections import Detections, instance_nms
 from focuskit.core.episode import Prediction, Support
 from focuskit.core.errors import ConfigError
 from focuskit.core.image import ImageInput, load_image
@@ -42,42 +42,12 @@ from focuskit.matcher.config import DEFAULT_ENCODER_TAG, tau_for
 from focuskit.memory.store import ConceptMemory
 from focuskit.models.encoders import FeatureMap
 from focuskit.models.proposals import Proposer
-from focuskit.models.segmenters import Segmenter, create_segmenter, list_segmenters, masks_for_boxes
+from focuskit.models.segmenters import Segmenter, create_segmenter, masks_for_boxes
+from focuskit.personalize.config import DetectorConfig
 
 DEFAULT_TAU = tau_for(DEFAULT_ENCODER_TAG)
 """The matcher's threshold for the memory's default encoder (MobileNetV2 s16 with the 3x3 layout grid)."""
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    tau: float = DEFAULT_TAU
-    """Minimum cosine between a proposal and a concept's best view for a detection."""
-    nms_iou: float = 0.5
-    top_k: int = 64
-    """Nearest stored vectors retrieved per proposal; a concept outside them scores -inf for that proposal."""
-    max_per_concept: int = 1
-    """Boxes kept per concept and image: 1 for personal objects (there is one Bruno), more for e.g. a brand logo."""
-    whole_image: bool = True
-    """Also score the whole image as a proposal (close-ups, where the object fills the frame); the shared matcher
-    always proposes it, so turning this off makes `detect` differ from `localize` and library search."""
-    segmenter: str | None = None
-    """A `create_segmenter` name (e.g. grabcut) to return masks and re-rank by mask; None: boxes only."""
-    rerank_top: int = 8
-    """With a segmenter: a concept's best candidates above tau that are segmented and re-ranked by mask."""
-
-    def __post_init__(self) -> None:
-        if self.segmenter is not None and self.segmenter not in list_segmenters():
-            raise ConfigError(f"detector.segmenter must be one of {list_segmenters()} or null, got {self.segmenter!r}")
-        if self.rerank_top < 1:
-            raise ConfigError(f"detector.rerank_top must be >= 1, got {self.rerank_top}")
-        if not -1.0 <= self.tau <= 1.0:
-            raise ConfigError(f"detector.tau is a cosine threshold in [-1, 1], got {self.tau}")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"detector.nms_iou must be in (0, 1], got {self.nms_iou}")
-        if self.top_k < 1 or self.max_per_concept < 1:
-            raise ConfigError(
-                f"detector.top_k and max_per_concept must be >= 1, got {self.top_k} and {self.max_per_concept}"
-            )
+__all__ = ["DEFAULT_TAU", "ConceptDetector", "Detector", "DetectorConfig", "LocalizerDetector"]
 
 
 @runtime_checkable
@@ -218,7 +188,7 @@ class ConceptDetector:
                 emb = fmap.pool_masks(masks)
                 mask_score = (emb @ protos.T).max(1)
                 key = mask_score
-            chosen = nms(dets.xyxy[idx], key, self.config.nms_iou)[:n]
+            chosen = (instance_nms if n > 1 else nms)(dets.xyxy[idx], key, self.config.nms_iou)[:n]
             part = Detections(
                 dets.xyxy[idx[chosen]], dets.scores[idx[chosen]], [str(name)] * len(chosen),
                 data={"mask_score": mask_score[chosen]}, masks=masks[chosen],
