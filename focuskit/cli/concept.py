@@ -277,11 +277,11 @@ def prune_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be dropped")] = False,
 ) -> None:
     """Drop a concept's bad reference views: the outliers, or views by id."""
+    if not outliers and not view:
+        raise ConfigError("say what to drop: --outliers, or --view ID (ids from `focuskit concept show NAME`)")
     from focuskit.memory.curation import views_to_drop
     from focuskit.memory.store import open_memory
 
-    if not outliers and not view:
-        raise ConfigError("say what to drop: --outliers, or --view ID (ids from `focuskit concept show NAME`)")
     with open_memory(memory) as mem:
         current = mem.view_consistency(name)
         drop = views_to_drop(name, current, view, outliers)
