@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from focuskit.cli.tables import print_table
-from focuskit.core.box import Box, parse_box_arg
 from focuskit.core.errors import ConfigError, FocusError
 
 if TYPE_CHECKING:
+    from focuskit.core.box import Box
     from focuskit.memory.store import ConceptMemory
     from focuskit.personalize.config import PeKitConfig
 
@@ -73,6 +72,8 @@ def _per_image(values: list[str], images: list[Path], option: str, hint: str) ->
 
 
 def _boxes(images: list[Path], box: list[str]) -> list[Box | None] | None:
+    from focuskit.core.box import parse_box_arg
+
     given = _per_image(box, images, "--box", "--box auto to find the object in that image")
     return None if given is None else [None if b.strip().lower() == "auto" else parse_box_arg(b) for b in given]
 
@@ -205,6 +206,8 @@ def list_cmd(
         ]  # fmt: skip
         typer.echo(json.dumps({"encoder": encoder, "concepts": rows}))
         return
+    from rich.table import Table
+
     table = Table(title=f"{memory} ({len(infos)} concepts, encoder {encoder or '-'})")
     for col in ("name", "views", "vectors", "color", "context"):
         table.add_column(col)
@@ -221,7 +224,6 @@ def show_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON: the views and their consistency")] = False,
 ) -> None:
     """A concept's stored views: source, how each was boxed, its consistency with the other views, outliers."""
-    from rich.table import Table
 
     from focuskit.cli.tables import print_table
     from focuskit.core.io import check_output_dir
@@ -237,6 +239,8 @@ def show_cmd(
     if as_json:
         typer.echo(json.dumps({"name": info.name, "context": info.context, "views": [h.to_json() for h in hygiene]}))
     else:
+        from rich.table import Table
+
         table = Table(title=f"{info.name}: {len(hygiene)} view(s)")
         for col in ("#", "view id", "source", "how", "consistency", "outlier"):
             table.add_column(col, justify="right" if col in ("#", "view id", "consistency") else "left")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.table import Table
 
 from focuskit.cli.tables import print_table
 
@@ -110,6 +109,8 @@ def search_cmd(
     if not hits:
         typer.echo(f"{concept!r} not found in the library (threshold {index.config.tau if tau is None else tau})")
         return
+    from rich.table import Table
+
     table = Table(title=f"{concept}: {len(hits)} photo(s)")
     for col in ("#", "score", "image", "box x1,y1,x2,y2"):
         table.add_column(col, justify="right" if col in ("#", "score") else "left")

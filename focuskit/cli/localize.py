@@ -7,13 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from focuskit.cli.tables import print_table
-from focuskit.core.box import parse_box_arg
-from focuskit.core.episode import Support, validate_supports
 from focuskit.core.errors import ConfigError
-from focuskit.core.image import image_format_for, load_image, save_image
 from focuskit.core.io import atomic_write_json, check_output_file
 
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="matching | template | vlm")]
@@ -58,6 +54,9 @@ def localize(
     ] = None,
 ) -> None:
     """Find the supports' object in QUERY; print its box and score, or 'not present'."""
+    from focuskit.core.box import parse_box_arg
+    from focuskit.core.episode import Support, validate_supports
+    from focuskit.core.image import image_format_for, load_image, save_image
     from focuskit.localizers import create_localizer
 
     if not support:
@@ -124,6 +123,7 @@ def evaluate_cmd(
     config: ConfigOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N episodes")] = None,
     out: Annotated[Path | None, typer.Option(help="Write per-episode records and the summary as JSON")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary per k as JSON instead of a table")] = False,
 ) -> None:
     """mIoU per k (strict: a miss or a wrong 'absent' scores 0), rejection rates, and throughput."""
     from focuskit.data.episodes_jsonl import load_episodes
@@ -138,6 +138,15 @@ def evaluate_cmd(
         eps = eps[:limit]
     localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
     result = evaluate(localizer, eps, shot_list)
+    if as_json:
+        record = result.to_json()
+        typer.echo(json.dumps({"engine": engine, "episodes": str(episodes), "summary": record["summary"],
+                               "skipped": record["skipped"]}))  # fmt: skip
+        if out is not None:
+            atomic_write_json(out, {"engine": engine, "episodes": str(episodes), **record})
+        return
+
+    from rich.table import Table
 
     table = Table(title=f"{engine} on {episodes.name} ({len(eps)} episodes)")
     for col in ("k", "episodes", "mIoU", "Acc@0.5", "absent rejected", "present rejected", "episodes/s"):
