@@ -64,7 +64,7 @@ def test_detection_with_a_segmenter_returns_masks_and_near_misses(segmented: Con
     assert float(box_iou_batch(dets.xyxy, [CUP_QUERY[1].to_xyxy()])[0, 0]) >= 0.5
     x1, y1, x2, y2 = (round(c) for c in dets.xyxy[0])
     assert dets.masks[0].sum() > 0 and dets.masks[0][y1:y2, x1:x2].sum() == dets.masks[0].sum()
-    assert np.isfinite(dets.data["mask_score"]).all()
+    assert np.isnan(dets.data["mask_score"]).all()  # masks only: the boxes are the box-only detector's
     (item,) = dets.to_json()
     assert set(item["mask"]) == {"size", "counts"}
     # The box concept is absent here, but its best score is reported (a near miss, below tau).
@@ -73,6 +73,10 @@ def test_detection_with_a_segmenter_returns_masks_and_near_misses(segmented: Con
     assert [n for n, _ in misses] == ["box"] and misses[0][1] < detector.config.tau
     plain = ConceptDetector(segmented).detect(image)
     assert plain.masks is None and plain.best_scores == pytest.approx(dets.best_scores)  # presence by box score
+    assert np.array_equal(plain.xyxy, dets.xyxy)
+    reranked = ConceptDetector(segmented, config=DetectorConfig(segmenter="grabcut", mask_rerank=True)).detect(image)
+    assert reranked.names == ["cup"] and np.isfinite(reranked.data["mask_score"]).all()
+    assert reranked.masks is not None and reranked.masks[0].sum() > 0
 
 
 def test_nothing_found_still_reports_each_concepts_best_score(segmented: ConceptMemory) -> None:

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from focuskit.cli.inputs import expand_inputs, single_video
+from focuskit.cli.results import describe, draw_name, drawing, image_result
 from focuskit.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from focuskit.backends.base import VLMBackend
-    from focuskit.core.detections import Detections
     from focuskit.exports import ImageResult
     from focuskit.memory.store import ConceptMemory
     from focuskit.personalize.config import PeKitConfig
@@ -33,7 +33,7 @@ InputsArg = Annotated[list[str], typer.Argument(help="Images, folders of images,
 MaxInstancesOpt = Annotated[
     int | None, typer.Option("--max-instances", min=1, help="Boxes per concept and image (default 1)")
 ]
-SegmentOpt = Annotated[bool, typer.Option("--segment", help="Also return masks (and re-rank candidates by mask)")]
+SegmentOpt = Annotated[bool, typer.Option("--segment", help="Also return a mask per detection (drawn, exported)")]
 SegmenterOpt = Annotated[
     str | None, typer.Option(help="Segmenter for --segment: grabcut (default, no weights), box, sam, grounded_sam")
 ]
@@ -110,46 +110,6 @@ def _bar(paths: list[Path], what: str, quiet: bool) -> Any:
     return tqdm(paths, desc=what, unit="image", disable=quiet or len(paths) < 2)
 
 
-# --- output ---------------------------------------------------------------------------------------------------
-def describe(dets: Detections, tau: float) -> list[str]:
-    """Human lines for one image: each detection, then the near misses ("cup 0.48, below 0.56")."""
-    lines = []
-    for i, (box, score, name) in enumerate(dets):
-        coords = ",".join(f"{c:.0f}" for c in box.to_xyxy())
-        mask = "" if dets.masks is None else f" mask {int(dets.masks[i].sum())} px"
-        lines.append(f"{name}: box {coords} score {score:.3f}{mask}")
-    misses = dets.near_misses(tau)
-    if not lines:
-        lines.append("no concept found")
-    if misses:
-        listed = ", ".join(f"{n} {s:.2f}" for n, s in misses[:5])
-        lines.append(f"near misses: {listed} (below tau {tau:.2f})")
-    return lines
-
-
-def _result(path: Path, image: Any, dets: Detections, extra: dict[str, Any] | None = None) -> ImageResult:
-    from focuskit.exports import ImageResult
-
-    return ImageResult(str(path), image.width, image.height, dets, dict(dets.best_scores), dict(extra or {}))
-
-
-def _draw_name(path: Path, taken: set[str]) -> str:
-    """A file name in --draw-dir for `path`: its own name, made unique when two inputs share it."""
-    suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-    name, i = f"{path.stem}{suffix}", 1
-    while name in taken:
-        i += 1
-        name = f"{path.stem}_{i}{suffix}"
-    taken.add(name)
-    return name
-
-
-def _drawing(image: Any, dets: Detections, mem: ConceptMemory, cfg: PeKitConfig) -> Any:
-    from focuskit.personalize.prompting import annotate, assign_colors
-
-    return annotate(image, dets, assign_colors(mem, list(dets.names)), template=cfg.prompt, draw_masks=True)
-
-
 # --- detect ---------------------------------------------------------------------------------------------------
 def detect(
     inputs: InputsArg,
@@ -198,7 +158,7 @@ def _detect_images(
     for path in _bar(paths, "detect", quiet=False):
         image = load_image(path)
         dets = detector.detect(image)
-        result = _result(path, image, dets)
+        result = image_result(path, image, dets)
         results.append(result)
         if as_json:
             typer.echo(json.dumps(jsonl_record(result, order)))
@@ -206,9 +166,9 @@ def _detect_images(
             prefix = f"{path}: " if len(paths) > 1 else ""
             for line in describe(dets, tau):
                 typer.echo(prefix + line)
-        target = draw if draw is not None else (draw_dir / _draw_name(path, taken) if draw_dir else None)
+        target = draw if draw is not None else (draw_dir / draw_name(path, taken) if draw_dir else None)
         if target is not None:
-            save_image(_drawing(image, dets, mem, cfg), target, what="drawing")
+            save_image(drawing(image, dets, mem, cfg), target, what="drawing")
             if not as_json and draw is not None:
                 typer.echo(f"drawn: {target}")
     if draw_dir is not None and not as_json:
@@ -361,15 +321,15 @@ def _ask_images(
     for path in _bar(paths, "ask", quiet=False):
         image = load_image(path)
         ans = ask_image(image, question, mem, vlm, detector=detector, template=cfg.prompt, options=options)
-        result = _result(path, image, ans.detections, {"answer": ans.text, "prompt": ans.prompt})
+        result = image_result(path, image, ans.detections, {"answer": ans.text, "prompt": ans.prompt})
         results.append(result)
-        target = draw if draw is not None else (draw_dir / _draw_name(path, taken) if draw_dir else None)
+        target = draw if draw is not None else (draw_dir / draw_name(path, taken) if draw_dir else None)
         if target is None and verbose:  # --verbose shows the prompted image: keep it somewhere the user can open
             if prompted_dir is None:
                 import tempfile
 
                 prompted_dir = Path(tempfile.mkdtemp(prefix="focuskit-prompted-"))
-            target = prompted_dir / _draw_name(path, taken)
+            target = prompted_dir / draw_name(path, taken)
         if target is not None:
             save_image(ans.annotated_image, target, what="drawing")
         if verbose:
