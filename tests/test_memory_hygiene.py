@@ -4,8 +4,10 @@ pruning, several instances, near-miss scores, and view sources without server pa
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -150,3 +152,33 @@ def test_sources_are_names_or_upload_never_paths(tmp_path: Path) -> None:
         assert mem.views("box")[0].source == "box_f0000.jpg"
         assert mem.view_consistency("box")[0].source == "box_f0000.jpg"
     assert display_source("/srv/data/x.jpg") == "x.jpg" and display_source("a/b.jpg") == "a/b.jpg"
+
+
+def test_add_progress_bar_counts_the_encoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar of `concept add` must not reach 100% before the encoder has run (issue 16): record its count at
+    every encoder call and at the end."""
+    import focuskit.memory.views as views
+    from focuskit.models.encoders import create_encoder
+
+    bars: list[Any] = []
+    real_tqdm = views.tqdm
+
+    def recording_tqdm(*args: Any, **kwargs: Any) -> Any:
+        bars.append(real_tqdm(*args, **{**kwargs, "disable": False, "file": io.StringIO()}))
+        return bars[-1]
+
+    monkeypatch.setattr(views, "tqdm", recording_tqdm)
+    real = create_encoder("mobilenetv2", layer="s16", parts=3)
+    seen: list[tuple[int, int]] = []
+
+    class Watched:
+        name, dim, stride = real.name, real.dim, real.stride
+
+        def encode(self, image: Any) -> Any:
+            seen.append((bars[-1].n, bars[-1].total))
+            return real.encode(image)
+
+    with ConceptMemory(tmp_path / "m", encoder=Watched()) as mem:  # type: ignore[arg-type]
+        mem.add("cup", [REAL / f for f, _ in CUP_VIEWS], boxes=[b for _, b in CUP_VIEWS], progress=True)
+    assert seen and all(n < total for n, total in seen)  # encoding happens while the bar is short of 100%
+    assert bars[-1].n == bars[-1].total == 3 * len(CUP_VIEWS)  # load, encode, embed per view
