@@ -58,7 +58,9 @@ def _config(config: Path | None, tau: float | None, max_instances: int | None, s
     return replace(cfg, detector=det)
 
 
-def _check_outputs(paths: list[Path], video: Path | None, draw: Path | None, draw_dir: Path | None, out: Path | None):
+def _check_outputs(
+    paths: list[Path], video: Path | None, draw: Path | None, draw_dir: Path | None, out: Path | None
+) -> None:
     """Refuse outputs we could not write before any model runs."""
     from focuskit.core.image import image_format_for
     from focuskit.core.io import check_output_dir, check_output_file

@@ -118,7 +118,9 @@ def _evaluate(ds: Any, memory: Path, cfg: Any, multi_path: Path | None, as_json:
     return scores, {"memory": None if temporary else str(memory), "added": added, "reused": reused}
 
 
-def _report(payload: Any, name: str, tau: float, dataset: Path, out: Path | None, plot: Path | None, as_json: bool):
+def _report(
+    payload: Any, name: str, tau: float, dataset: Path, out: Path | None, plot: Path | None, as_json: bool
+) -> None:
     from dataclasses import asdict
 
     from focuskit.core.io import atomic_write_json
