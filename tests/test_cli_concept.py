@@ -66,9 +66,11 @@ def test_list_rename_context_show_remove(memory: Path, photos: dict[str, Path], 
 
 
 def test_detect_on_images(memory: Path, photos: dict[str, Path], tmp_path: Path) -> None:
-    code, out = run("detect", photos["motorcycle_right"], "--memory", memory, "--json")
-    assert code == 0, out
-    (det,) = json.loads(out)
+    result = runner.invoke(app, ["detect", str(photos["motorcycle_right"]), "--memory", str(memory), "--json"])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout)  # one JSON object per image
+    assert line["image"] == str(photos["motorcycle_right"]) and set(line["best_scores"]) == {"motorbike"}
+    (det,) = line["detections"]
     assert det["concept"] == "motorbike" and len(det["box"]) == 4 and det["score"] >= 0.56
     code, out = run("detect", photos["astronaut"], "--memory", memory, "--draw", tmp_path / "a.png")
     assert code == 0 and "no concept found" in out and (tmp_path / "a.png").is_file()
@@ -104,14 +106,14 @@ def test_eval_recognition_on_a_concept_folder(photos: dict[str, Path], tmp_path:
     "args, message",
     [
         (["concept", "add", "x", "{img}", "{img}", "--box", "1,2,3,4"], "2 images and 1 --box"),
-        (["concept", "add", "motorbike", "{img}", "--box", "90,70,690,450"], "already exists"),
+        (["concept", "add", "motorbike", "{img}", "--box", "90,70,690,450"], "pass --replace"),
         (["concept", "add", "x", "{img}", "--box", "1,2,3"], "four numbers"),
         (["concept", "add", "x", "{img}", "--box", "0,0,5000,40"], "outside the 741x500 image"),
         (["concept", "remove", "nobody"], "no concept 'nobody'"),
         (["concept", "rename", "motorbike", " "], "non-empty"),
         (["detect", "{tmp}/missing.jpg"], "not found"),
         (["ask", "{img}", "Whose is it?", "--backend", "hf"], "--backend hf needs --model"),
-        (["ask", "{img}", "Whose is it?", "--base-url", "http://127.0.0.1:9/v1"], "unreachable"),
+        (["ask", "{img}", "Whose is it?", "--base-url", "http://127.0.0.1:9/v1"], "focuskit serve-vlm"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

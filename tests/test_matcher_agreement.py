@@ -62,7 +62,7 @@ def test_every_surface_gives_the_same_box_and_score(setup: dict[str, Path]) -> N
     ref = (Box(*loc["box"]), float(loc["score"]))
 
     dets = json.loads(_cli("detect", query, "--memory", memory, "--json"))
-    det = next(d for d in dets["detections"] if d["name"] == "box") if isinstance(dets, dict) else dets[0]
+    det = next(d for d in dets["detections"] if d["concept"] == "box") if isinstance(dets, dict) else dets[0]
     _close(ref, (Box(*det["box"]), float(det["score"])), "detect")
 
     _cli("library", "index", lib, "--memory", memory, "--json")

@@ -4,8 +4,10 @@ pruning, several instances, near-miss scores, and view sources without server pa
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_detection_with_a_segmenter_returns_masks_and_near_misses(segmented: Con
     assert float(box_iou_batch(dets.xyxy, [CUP_QUERY[1].to_xyxy()])[0, 0]) >= 0.5
     x1, y1, x2, y2 = (round(c) for c in dets.xyxy[0])
     assert dets.masks[0].sum() > 0 and dets.masks[0][y1:y2, x1:x2].sum() == dets.masks[0].sum()
-    assert np.isfinite(dets.data["mask_score"]).all()
+    assert np.isnan(dets.data["mask_score"]).all()  # masks only: the boxes are the box-only detector's
     (item,) = dets.to_json()
     assert set(item["mask"]) == {"size", "counts"}
     # The box concept is absent here, but its best score is reported (a near miss, below tau).
@@ -73,6 +75,10 @@ def test_detection_with_a_segmenter_returns_masks_and_near_misses(segmented: Con
     assert [n for n, _ in misses] == ["box"] and misses[0][1] < detector.config.tau
     plain = ConceptDetector(segmented).detect(image)
     assert plain.masks is None and plain.best_scores == pytest.approx(dets.best_scores)  # presence by box score
+    assert np.array_equal(plain.xyxy, dets.xyxy)
+    reranked = ConceptDetector(segmented, config=DetectorConfig(segmenter="grabcut", mask_rerank=True)).detect(image)
+    assert reranked.names == ["cup"] and np.isfinite(reranked.data["mask_score"]).all()
+    assert reranked.masks is not None and reranked.masks[0].sum() > 0
 
 
 def test_nothing_found_still_reports_each_concepts_best_score(segmented: ConceptMemory) -> None:
@@ -146,3 +152,33 @@ def test_sources_are_names_or_upload_never_paths(tmp_path: Path) -> None:
         assert mem.views("box")[0].source == "box_f0000.jpg"
         assert mem.view_consistency("box")[0].source == "box_f0000.jpg"
     assert display_source("/srv/data/x.jpg") == "x.jpg" and display_source("a/b.jpg") == "a/b.jpg"
+
+
+def test_add_progress_bar_counts_the_encoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar of `concept add` must not reach 100% before the encoder has run (issue 16): record its count at
+    every encoder call and at the end."""
+    import focuskit.memory.views as views
+    from focuskit.models.encoders import create_encoder
+
+    bars: list[Any] = []
+    real_tqdm = views.tqdm
+
+    def recording_tqdm(*args: Any, **kwargs: Any) -> Any:
+        bars.append(real_tqdm(*args, **{**kwargs, "disable": False, "file": io.StringIO()}))
+        return bars[-1]
+
+    monkeypatch.setattr(views, "tqdm", recording_tqdm)
+    real = create_encoder("mobilenetv2", layer="s16", parts=3)
+    seen: list[tuple[int, int]] = []
+
+    class Watched:
+        name, dim, stride = real.name, real.dim, real.stride
+
+        def encode(self, image: Any) -> Any:
+            seen.append((bars[-1].n, bars[-1].total))
+            return real.encode(image)
+
+    with ConceptMemory(tmp_path / "m", encoder=Watched()) as mem:  # type: ignore[arg-type]
+        mem.add("cup", [REAL / f for f, _ in CUP_VIEWS], boxes=[b for _, b in CUP_VIEWS], progress=True)
+    assert seen and all(n < total for n, total in seen)  # encoding happens while the bar is short of 100%
+    assert bars[-1].n == bars[-1].total == 3 * len(CUP_VIEWS)  # load, encode, embed per view

@@ -14,13 +14,15 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
 from PIL import Image
 
 from focuskit.backends.base import GenerationOptions, prepare_images
 from focuskit.core.errors import BackendError, ConfigError
+
+if TYPE_CHECKING:  # httpx is imported when a client is made, so reading OpenAIConfig stays light
+    import httpx
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -70,6 +72,8 @@ class OpenAIBackend:
         self.config = config or OpenAIConfig()
         self.name = f"openai:{self.config.model}@{self.config.base_url}"
         self.supports_video = self.config.supports_video
+        import httpx
+
         timeout = httpx.Timeout(self.config.timeout, connect=self.config.connect_timeout)
         self._client = client or httpx.Client(timeout=timeout)
 
@@ -115,6 +119,8 @@ class OpenAIBackend:
         return _answer_text(self._post(body), self.url)
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
         delay = self.config.backoff
         attempts = self.config.retries + 1
         last = ""

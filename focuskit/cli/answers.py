@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from focuskit.cli.tables import print_table
 from focuskit.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -109,6 +108,7 @@ def eval_answers(
     cache_file: Annotated[Path | None, typer.Option(help="Cache file to use (share it between runs)")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
     config: Annotated[Path | None, typer.Option("--config", help="PeKit config YAML (configs/pekit.yaml)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print summary.json's content instead of a table")] = False,
 ) -> None:
     """Evaluate personalized answers: accuracy (multiple choice), judged accuracy (open), recall (captions)."""
     from dataclasses import replace
@@ -218,13 +218,18 @@ def eval_answers(
     }  # fmt: skip
     atomic_write_json(out / SUMMARY_FILE, payload)
     plot_summary(summary, mode_list, plot_path, title=f"{qaset.name}: {answerer_run.name}")
+    if as_json:
+        typer.echo(json.dumps(payload))
+        return
+    from rich.table import Table
+
     table = Table(title=f"{qaset.name} ({len(items)} items): {answerer_run.name}")
     table.add_column("metric")
     for m in mode_list:
         table.add_column(m, justify="right")
     for label, cells in summary_rows(summary, mode_list):
         table.add_row(label, *cells)
-    Console().print(table)
+    print_table(table)
     typer.echo(
         f"{stats.evaluated} answer(s) new, {stats.skipped} resumed from {out / RESULTS_FILE}; "
         f"judge: {payload['judge'] or '-'}; summary: {out / SUMMARY_FILE}; plot: {plot_path}"

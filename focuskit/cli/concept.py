@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from focuskit.core.box import Box, parse_box_arg
+from focuskit.cli.tables import print_table
 from focuskit.core.errors import ConfigError, FocusError
 
 if TYPE_CHECKING:
+    from focuskit.core.box import Box
     from focuskit.memory.store import ConceptMemory
     from focuskit.personalize.config import PeKitConfig
 
@@ -62,25 +61,54 @@ def open_memory_for(
     return mem, cfg
 
 
-def _boxes(images: list[Path], box: list[str]) -> list[Box | None] | None:
-    if not box:
+def _per_image(values: list[str], images: list[Path], option: str, hint: str) -> list[str] | None:
+    if not values:
         return None
-    if len(box) != len(images):
+    if len(values) != len(images):
         raise ConfigError(
-            f"got {len(images)} images and {len(box)} --box: give one --box per image, in order "
-            "(--box auto to find the object in that image)"
+            f"got {len(images)} images and {len(values)} {option}: give one {option} per image, in order ({hint})"
         )
-    return [None if b.strip().lower() == "auto" else parse_box_arg(b) for b in box]
+    return values
+
+
+def _boxes(images: list[Path], box: list[str]) -> list[Box | None] | None:
+    from focuskit.core.box import parse_box_arg
+
+    given = _per_image(box, images, "--box", "--box auto to find the object in that image")
+    return None if given is None else [None if b.strip().lower() == "auto" else parse_box_arg(b) for b in given]
+
+
+def _masks(images: list[Path], mask: list[str]) -> list[Path | None] | None:
+    given = _per_image(mask, images, "--mask", "--mask none for a view without one")
+    if given is None:
+        return None
+    out: list[Path | None] = []
+    for m in given:
+        if m.strip().lower() in ("none", "-", ""):
+            out.append(None)
+            continue
+        path = Path(m).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--mask {path} not found (a PNG, white = object, the size of its image)")
+        out.append(path)
+    return out
 
 
 @concept_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="The concept's name, e.g. Bruno")],
-    images: Annotated[list[Path], typer.Argument(help="Reference photos of it")],
+    images: Annotated[list[str], typer.Argument(help="Reference photos of it: files, folders or glob patterns")],
     memory: MemoryOpt,
     box: Annotated[
         list[str], typer.Option(help="x1,y1,x2,y2 in pixels, one per image in order; 'auto' to find it")
     ] = [],  # noqa: B006
+    mask: Annotated[
+        list[str], typer.Option(help="Mask PNG (white = object) per image in order; 'none' for a view without")
+    ] = [],  # noqa: B006
+    segment: Annotated[
+        bool, typer.Option("--segment", help="Store a mask with each view, made from its box by the segmenter")
+    ] = False,
+    segmenter: Annotated[str, typer.Option(help="Segmenter for --segment (grabcut needs no weights)")] = "grabcut",
     context: Annotated[str, typer.Option(help="What to tell the VLM about it, e.g. 'my golden retriever'")] = "",
     replace: Annotated[bool, typer.Option(help="Replace an existing concept of that name")] = False,
     show: Annotated[Path | None, typer.Option(help="Write each view with the box used drawn into this folder")] = None,
@@ -89,17 +117,29 @@ def add(
     config: ConfigOpt = None,
 ) -> None:
     """Add a concept from a few photos. Views without a box are boxed automatically; check them with --show."""
+    from focuskit.cli.inputs import expand_inputs
     from focuskit.core.io import check_output_dir
     from focuskit.core.names import check_concept_name
 
     name = check_concept_name(name)
-    boxes = _boxes(images, box)
+    paths = expand_inputs(images, what="reference image", videos=False, dedupe=False)
+    boxes = _boxes(paths, box)
+    masks = _masks(paths, mask)
     if show is not None:
         check_output_dir(show, option="--show")
     mem, _ = open_memory_for(memory, config, encoder, encoder_opt, create=True)
     with mem:
-        report = mem.add(name, images, boxes=boxes, context=context, replace=replace, progress=True)
+        if name in mem and not replace:
+            raise FocusError(f"concept {name!r} already exists in {memory}: pass --replace to replace it")
+        seg = None
+        if segment:
+            from focuskit.models.segmenters import create_segmenter
+
+            seg = create_segmenter(segmenter)
+        report = mem.add(name, paths, boxes=boxes, masks=masks, context=context, replace=replace, progress=True,
+                         segmenter=seg)  # fmt: skip
         color = mem.color(report.name)
+        hygiene = mem.view_consistency(report.name)
     from focuskit.viz.draw import COLOR_NAMES
 
     for v in report.views:
@@ -110,12 +150,19 @@ def add(
         how = (
             "given box" if v.how == "box" else "from mask" if v.how == "mask" else f"auto-picked (score {v.score:.2f})"
         )
-        typer.echo(f"view {v.index + 1} ({v.source}): box {coords}, {how}")
+        typer.echo(f"view {v.index + 1} ({v.source}): box {coords}, {how}{', with mask' if v.masked else ''}")
     verb = "replaced" if report.replaced else "added"
     color_name = COLOR_NAMES[color % len(COLOR_NAMES)]
     typer.echo(f"{verb} {report.name!r}: {len(report.used)} view(s), {report.vectors} vectors, color {color_name}")
+    for h in hygiene:
+        if h.outlier:
+            typer.echo(
+                f"warning: view {h.position + 1} ({h.source}) looks unlike the others ({h.reason}); check it with "
+                f"`focuskit concept show {report.name!r} -m {memory}`, drop it with `focuskit concept prune`",
+                err=True,
+            )
     if show is not None:
-        _draw_views(report, images, show, color)
+        _draw_views(report, paths, show, color)
 
 
 def _draw_views(report: Any, images: list[Path], show: Path, color: int) -> None:
@@ -159,35 +206,97 @@ def list_cmd(
         ]  # fmt: skip
         typer.echo(json.dumps({"encoder": encoder, "concepts": rows}))
         return
+    from rich.table import Table
+
     table = Table(title=f"{memory} ({len(infos)} concepts, encoder {encoder or '-'})")
     for col in ("name", "views", "vectors", "color", "context"):
         table.add_column(col)
     for i in infos:
         table.add_row(i.name, str(i.views), str(i.vectors), COLOR_NAMES[i.color % len(COLOR_NAMES)], i.context)
-    Console().print(table)
+    print_table(table)
 
 
 @concept_app.command("show")
 def show_cmd(
     name: Annotated[str, typer.Argument(help="Concept name")],
     memory: MemoryOpt,
-    out: Annotated[Path, typer.Option(help="Folder to write the stored views (with boxes) into")],
+    out: Annotated[Path | None, typer.Option(help="Also write the stored views (box, mask) as PNGs here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON: the views and their consistency")] = False,
 ) -> None:
-    """Write a concept's stored views, with the box of each, as PNGs."""
-    from focuskit.core.image import save_image
+    """A concept's stored views: source, how each was boxed, its consistency with the other views, outliers."""
+
+    from focuskit.cli.tables import print_table
     from focuskit.core.io import check_output_dir
     from focuskit.memory.store import open_memory
+
+    if out is not None:
+        check_output_dir(out, option="--out")
+    with open_memory(memory) as mem:
+        views = mem.views(name) if out is not None else []
+        hygiene = mem.view_consistency(name)
+        color = mem.color(name)
+        info = mem.get(name)
+    if as_json:
+        typer.echo(json.dumps({"name": info.name, "context": info.context, "views": [h.to_json() for h in hygiene]}))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{info.name}: {len(hygiene)} view(s)")
+        for col in ("#", "view id", "source", "how", "consistency", "outlier"):
+            table.add_column(col, justify="right" if col in ("#", "view id", "consistency") else "left")
+        for h in hygiene:
+            score = "-" if h.score is None else f"{h.score:.3f}"
+            table.add_row(str(h.position + 1), str(h.view_id), h.source, h.how, score, h.reason if h.outlier else "")
+        print_table(table)
+        outliers = [h for h in hygiene if h.outlier]
+        if outliers:
+            ids = " ".join(f"--view {h.view_id}" for h in outliers)
+            typer.echo(f"{len(outliers)} outlier view(s): drop with `focuskit concept prune {info.name!r} -m {memory} "
+                       f"--outliers` (or {ids})")  # fmt: skip
+    if out is not None:
+        _write_views(views, out, color, quiet=as_json)
+
+
+def _write_views(views: list[Any], out: Path, color: int, *, quiet: bool) -> None:
+    from focuskit.core.image import save_image
+    from focuskit.personalize.prompting import overlay_masks
     from focuskit.viz.draw import PALETTE, draw_boxes
 
-    check_output_dir(out, option="--out")
-    with open_memory(memory) as mem:
-        views = mem.views(name)
-        color = PALETTE[mem.color(name) % len(PALETTE)]
+    rgb = PALETTE[color % len(PALETTE)]
     out.mkdir(parents=True, exist_ok=True)
     for i, v in enumerate(views):
         path = out / f"{i + 1:02d}.png"
-        save_image(draw_boxes(v.image, [v.box], [v.how], [color]), path, what="view drawing")
-        typer.echo(f"{path}  ({v.source}, {v.how})")
+        image = v.image if v.mask is None else overlay_masks(v.image, v.mask[None], [rgb])
+        save_image(draw_boxes(image, [v.box], [v.how], [rgb]), path, what="view drawing")
+        if not quiet:
+            typer.echo(f"{path}  ({v.source}, {v.how})")
+
+
+@concept_app.command("prune")
+def prune_cmd(
+    name: Annotated[str, typer.Argument(help="Concept name")],
+    memory: MemoryOpt,
+    outliers: Annotated[bool, typer.Option("--outliers", help="Drop the views `concept show` flags")] = False,
+    view: Annotated[list[int], typer.Option("--view", help="Drop this view id (see `concept show`; repeat)")] = [],  # noqa: B006
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be dropped")] = False,
+) -> None:
+    """Drop a concept's bad reference views: the outliers, or views by id."""
+    if not outliers and not view:
+        raise ConfigError("say what to drop: --outliers, or --view ID (ids from `focuskit concept show NAME`)")
+    from focuskit.memory.curation import views_to_drop
+    from focuskit.memory.store import open_memory
+
+    with open_memory(memory) as mem:
+        current = mem.view_consistency(name)
+        drop = views_to_drop(name, current, view, outliers)
+        if not dry_run and drop:
+            mem.prune(name, view_ids=sorted(drop))
+    if not drop:
+        typer.echo(f"nothing to drop: no view of {name!r} is an outlier")
+        return
+    verb = "would drop" if dry_run else "dropped"
+    listed = ", ".join(f"{c.view_id} ({c.source})" for c in current if c.view_id in drop)
+    typer.echo(f"{verb} {len(drop)} view(s) of {name!r}: {listed}; {len(current) - len(drop)} left")
 
 
 @concept_app.command("rename")

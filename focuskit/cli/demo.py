@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from PIL import Image
-from tqdm.auto import tqdm
 
-from focuskit.core.box import Box, iou
-from focuskit.core.episode import Episode, Prediction
 from focuskit.core.errors import ConfigError
-from focuskit.core.image import load_image
-from focuskit.data.realphotos import realphotos_episodes
-from focuskit.eval.metrics import summarize
+
+if TYPE_CHECKING:  # imported where used, so `focuskit --help` does not pay for numpy and Pillow
+    from PIL import Image
+
+    from focuskit.core.box import Box
+    from focuskit.core.episode import Episode, Prediction
 
 TRUTH_COLOR = (60, 180, 75)
 FOUND_COLOR = (230, 25, 75)
@@ -28,6 +27,9 @@ THUMB_HEIGHT = 110
 
 def annotate_episode(episode: Episode, pred: Prediction) -> Image.Image:
     """The query with the found box (red) and the truth (green) under a strip of the supports with their boxes."""
+    from PIL import Image
+
+    from focuskit.core.image import load_image
     from focuskit.viz.draw import draw_boxes
 
     query = load_image(episode.query_image, what="query image")
@@ -72,11 +74,17 @@ def demo(
         raise ConfigError(f"--shots must be >= 1, got {shots}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {limit}")
+    from focuskit.core.box import iou
+    from focuskit.data.realphotos import realphotos_episodes
+    from focuskit.eval.metrics import summarize
+
     episodes = load_episodes(realphotos_episodes())[:limit]
     localizer = create_localizer(engine)
     out.mkdir(parents=True, exist_ok=True)
     preds, truths, written = [], [], []
     start = time.perf_counter()
+    from tqdm.auto import tqdm
+
     for ep in tqdm(episodes, desc=f"demo {engine}", unit="ep"):
         sub = ep.with_shots(min(shots, ep.k)) if shots is not None else ep
         pred = localizer.localize(sub.supports, sub.query_image)

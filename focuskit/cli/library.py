@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from focuskit.cli.tables import print_table
 
 library_app = typer.Typer(
     help="Personal visual search: index a photo folder once, then list the photos where a concept appears.",
@@ -109,13 +109,15 @@ def search_cmd(
     if not hits:
         typer.echo(f"{concept!r} not found in the library (threshold {index.config.tau if tau is None else tau})")
         return
+    from rich.table import Table
+
     table = Table(title=f"{concept}: {len(hits)} photo(s)")
     for col in ("#", "score", "image", "box x1,y1,x2,y2"):
         table.add_column(col, justify="right" if col in ("#", "score") else "left")
     for rank, h in enumerate(hits, 1):
         where = str(h.image) if h.frame is None else f"{h.image} @ frame {h.frame} ({h.time_s:.1f} s)"
         table.add_row(str(rank), f"{h.score:.3f}", where, ",".join(f"{v:.0f}" for v in h.boxes[0].to_xyxy()))
-    Console().print(table)
+    print_table(table)
 
 
 @library_app.command("status")

@@ -7,13 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from focuskit.core.box import parse_box_arg
-from focuskit.core.episode import Support, validate_supports
+from focuskit.cli.tables import print_table
 from focuskit.core.errors import ConfigError
-from focuskit.core.image import image_format_for, load_image, save_image
 from focuskit.core.io import atomic_write_json, check_output_file
 
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="matching | template | vlm")]
@@ -53,8 +49,14 @@ def localize(
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON {box, score}")] = False,
     draw: Annotated[Path | None, typer.Option(help="Write the query with the found box drawn")] = None,
+    max_instances: Annotated[
+        int | None, typer.Option("--max-instances", min=1, help="Several instances (matching engine): up to N boxes")
+    ] = None,
 ) -> None:
     """Find the supports' object in QUERY; print its box and score, or 'not present'."""
+    from focuskit.core.box import parse_box_arg
+    from focuskit.core.episode import Support, validate_supports
+    from focuskit.core.image import image_format_for, load_image, save_image
     from focuskit.localizers import create_localizer
 
     if not support:
@@ -64,13 +66,21 @@ def localize(
     if draw is not None:
         image_format_for(draw, what="drawing")
         check_output_file(draw, option="--draw")
+    options = engine_options(model, encoder, tau, config)
+    if max_instances is not None:
+        if engine != "matching":
+            raise ConfigError(f"--max-instances needs --engine matching (the {engine} engine returns one box)")
+        options["max_instances"] = max_instances
     supports = validate_supports([Support(p, parse_box_arg(b)) for p, b in zip(support, box, strict=True)])
     query_image = load_image(query, what="query image")
-    localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
+    localizer = create_localizer(engine, **options)
     pred = localizer.localize(supports, query_image)
+    instances = _instances(pred)
     parse_failed = bool(pred.meta.get("parse_failed"))
     if as_json:
         record = pred.to_json()
+        if max_instances is not None:
+            record["instances"] = [{"box": b.as_list(), "score": round(s, 4)} for b, s in instances]
         if parse_failed:
             record["error"] = f"could not read the model's answer: {pred.meta.get('parse', '')}"
         typer.echo(json.dumps(record))
@@ -81,16 +91,26 @@ def localize(
     elif pred.box is None:
         typer.echo(f"not present (score {pred.score:.3f})")
     else:
-        x1, y1, x2, y2 = pred.box.as_list(1)
-        typer.echo(f"box {x1},{y1},{x2},{y2} score {pred.score:.3f}")
+        for i, (b, s) in enumerate(instances):
+            x1, y1, x2, y2 = b.as_list(1)
+            typer.echo(f"{'box' if i == 0 else f'instance {i + 1}: box'} {x1},{y1},{x2},{y2} score {s:.3f}")
     if draw is not None:
         from focuskit.viz.draw import draw_boxes
 
-        boxes = [pred.box] if pred.box is not None else []
-        out = draw_boxes(query_image, boxes, [f"{pred.score:.2f}"] * len(boxes), [(230, 25, 75)] * len(boxes))
+        boxes = [b for b, _ in instances]
+        labels = [f"{s:.2f}" for _, s in instances]
+        out = draw_boxes(query_image, boxes, labels, [(230, 25, 75)] * len(boxes))
         save_image(out, draw, what="drawing")
         if not as_json:
             typer.echo(f"drawn: {draw}")
+
+
+def _instances(pred: Any) -> list[tuple[Any, float]]:
+    """The prediction's box and its further instances, each with its score (the best box first)."""
+    if pred.box is None:
+        return []
+    extra = list(pred.meta.get("extra_scores", [])) or [float(pred.score)] * len(pred.extra_boxes)
+    return [(pred.box, float(pred.score)), *zip(pred.extra_boxes, (float(s) for s in extra), strict=False)]
 
 
 def evaluate_cmd(
@@ -103,6 +123,7 @@ def evaluate_cmd(
     config: ConfigOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N episodes")] = None,
     out: Annotated[Path | None, typer.Option(help="Write per-episode records and the summary as JSON")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary per k as JSON instead of a table")] = False,
 ) -> None:
     """mIoU per k (strict: a miss or a wrong 'absent' scores 0), rejection rates, and throughput."""
     from focuskit.data.episodes_jsonl import load_episodes
@@ -117,6 +138,15 @@ def evaluate_cmd(
         eps = eps[:limit]
     localizer = create_localizer(engine, **engine_options(model, encoder, tau, config))
     result = evaluate(localizer, eps, shot_list)
+    if as_json:
+        record = result.to_json()
+        typer.echo(json.dumps({"engine": engine, "episodes": str(episodes), "summary": record["summary"],
+                               "skipped": record["skipped"]}))  # fmt: skip
+        if out is not None:
+            atomic_write_json(out, {"engine": engine, "episodes": str(episodes), **record})
+        return
+
+    from rich.table import Table
 
     table = Table(title=f"{engine} on {episodes.name} ({len(eps)} episodes)")
     for col in ("k", "episodes", "mIoU", "Acc@0.5", "absent rejected", "present rejected", "episodes/s"):
@@ -130,7 +160,7 @@ def evaluate_cmd(
             str(s.k), str(s.episodes), f"{100 * s.miou:.1f}", pct(s.acc_at_50),
             pct(s.absent_rejected), pct(s.present_rejected), f"{s.episodes_per_s:.2f}",
         )  # fmt: skip
-    Console().print(table)
+    print_table(table)
     for k, n in result.skipped.items():
         if n:
             typer.echo(f"k={k}: skipped {n} episode(s) with fewer than {k} supports")

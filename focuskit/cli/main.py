@@ -70,6 +70,7 @@ COMMAND_MODULES = [
     "focuskit.cli.explain",
     "focuskit.cli.concept",
     "focuskit.cli.personalize",
+    "focuskit.cli.recognition",
     "focuskit.cli.demo",
     "focuskit.cli.answers",
 ]

@@ -14,9 +14,36 @@ from typing import Any
 
 import numpy as np
 
-from focuskit.core.box import Box, nms
+from focuskit.core.box import Box, box_iou_batch, nms
 from focuskit.core.errors import FocusError
 from focuskit.core.masks import as_masks, encode_rle
+
+CONTAIN_THRESHOLD = 0.5
+"""Per-instance NMS: a box with more than half of its area inside a kept box (or holding more than half of a kept
+box) is the same instance, a part or a group of it, even when their IoU is low: another instance of an object lies
+mostly outside the ones already found (heavier occlusion than that is not separated)."""
+
+
+def instance_nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5, contain: float = CONTAIN_THRESHOLD
+) -> np.ndarray:
+    """Greedy NMS for several instances: indices kept, best first. Besides IoU above `iou_threshold`, a box is
+    suppressed when it lies mostly inside a kept one or mostly covers one (a part of a found instance, e.g. the
+    handle of a found mug, or a box around two of them), so `max_instances=2` means two objects, not one twice."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(b) == 0:
+        return np.zeros(0, dtype=np.int64)
+    area = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-9)
+    ix = np.maximum(0, np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]))
+    iy = np.maximum(0, np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]))
+    inter = ix * iy
+    same = (box_iou_batch(b, b) > iou_threshold) | (inter / area[:, None] > contain) | (inter / area[None, :] > contain)
+    keep: list[int] = []
+    for i in np.argsort(-s, kind="stable"):
+        if not any(same[i, j] for j in keep):
+            keep.append(int(i))
+    return np.asarray(keep, dtype=np.int64)
 
 
 @dataclass
@@ -94,11 +121,23 @@ class Detections:
         keep.sort(key=lambda i: -self.scores[i])
         return self[np.asarray(keep, dtype=np.int64)]
 
-    def with_max_instances(self, max_instances: int, iou_threshold: float = 0.5) -> Detections:
-        """Several instances per concept: NMS within each name, then its `max_instances` best, best score first."""
+    def with_max_instances(
+        self, max_instances: int, iou_threshold: float = 0.5, contain: float = CONTAIN_THRESHOLD
+    ) -> Detections:
+        """Several instances per concept: per-instance NMS within each name (`instance_nms`: IoU, and parts or
+        groups of a kept box), then its `max_instances` best, best score first."""
         if max_instances < 1:
             raise FocusError(f"max_instances must be >= 1, got {max_instances}")
-        dets = self.with_nms(iou_threshold, per_name=True)
+        if max_instances == 1:
+            dets = self.with_nms(iou_threshold, per_name=True)
+        else:
+            keep: list[int] = []
+            names = np.asarray(self.names, dtype=object)
+            for name in dict.fromkeys(self.names):
+                idx = np.flatnonzero(names == name)
+                keep.extend(idx[instance_nms(self.xyxy[idx], self.scores[idx], iou_threshold, contain)].tolist())
+            keep.sort(key=lambda i: -self.scores[i])
+            dets = self[np.asarray(keep, dtype=np.int64)]
         seen: dict[str, int] = {}
         keep = []
         for i, name in enumerate(dets.names):

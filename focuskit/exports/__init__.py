@@ -14,7 +14,7 @@ from focuskit.core.errors import ConfigError
 from focuskit.exports.coco import to_coco, write_coco
 from focuskit.exports.csv import write_csv
 from focuskit.exports.fiftyone import write_fiftyone
-from focuskit.exports.jsonl import write_jsonl
+from focuskit.exports.jsonl import jsonl_record, write_jsonl
 from focuskit.exports.records import ImageResult, concept_list
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ImageResult",
     "concept_list",
     "format_for",
+    "jsonl_record",
     "to_coco",
     "write_coco",
     "write_csv",

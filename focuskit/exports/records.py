@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from focuskit.core.detections import Detections
 from focuskit.core.errors import FocusError
@@ -19,6 +20,8 @@ class ImageResult:
     detections: Detections
     best_scores: dict[str, float] = field(default_factory=dict)
     """The best score per concept, also below the threshold (a near miss); -inf when a concept had no candidate."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More per-image fields for the JSONL line (e.g. `ask`'s answer and prompt); the other formats ignore them."""
 
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0:

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from focuskit.core.box import Box, nms
+from focuskit.core.box import Box
 from focuskit.core.config import from_dict, load_config, to_dict
+from focuskit.core.detections import instance_nms
 from focuskit.core.episode import ImageRef, Prediction, Support, validate_supports
 from focuskit.core.errors import ConfigError
 from focuskit.core.image import load_image
@@ -95,7 +96,8 @@ class MatchingConfig:
     """Above 1, further non-overlapping candidates above tau are returned as `Prediction.extra_boxes` (their
     scores in `meta["extra_scores"]`), after NMS among the candidates above tau at `instance_iou`."""
     instance_iou: float = 0.3
-    """IoU above which two candidates count as the same instance (per-instance NMS)."""
+    """IoU above which two candidates count as the same instance (per-instance NMS, which also drops a candidate
+    lying mostly inside a kept one or covering one: `focuskit.core.detections.instance_nms`)."""
     cache_size: int = 256
     """Support embeddings kept in memory (least recently used are dropped)."""
 
@@ -375,7 +377,7 @@ class MatchingLocalizer:
         extra: tuple[Box, ...] = ()
         if self.config.max_instances > 1:
             above = np.flatnonzero(scores >= self.tau)
-            kept = above[nms(boxes[above], scores[above], self.config.instance_iou)]
+            kept = above[instance_nms(boxes[above], scores[above], self.config.instance_iou)]
             more = [i for i in kept if i != best][: self.config.max_instances - 1]
             extra = tuple(Box(*boxes[i]) for i in more)
             meta["extra_scores"] = [round(float(scores[i]), 4) for i in more]

@@ -9,13 +9,14 @@ other views (`focuskit.core.hygiene`), computed from the stored box embeddings o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from focuskit.core.errors import MemoryStoreError
 from focuskit.core.hygiene import flag_outliers, view_consistency
 from focuskit.memory.database import MemoryDatabase
-from focuskit.memory.results import ViewConsistency
+from focuskit.memory.results import PruneReport, ViewConsistency
 from focuskit.memory.views import MASK_PREFIX, display_source
 
 
@@ -84,4 +85,54 @@ def views_to_drop(name: str, current: list[ViewConsistency], view_ids: Sequence[
     return drop
 
 
-__all__ = ["consistency", "mask_embeddings", "original_embeddings", "views_to_drop"]
+class CurationMixin:
+    """`ConceptMemory`'s hygiene methods (kept here to keep the store module small); they use its database, its
+    concept lookup and its serialized writes."""
+
+    _db: MemoryDatabase
+    if TYPE_CHECKING:  # provided by ConceptMemory
+
+        def _unknown(self, name: str) -> str: ...
+
+        def _write(self) -> Any: ...
+
+    def _concept_id(self, name: str) -> int:
+        rows = self._db.query("SELECT id FROM concepts WHERE name = ?", (name.strip(),))
+        if not rows:
+            raise MemoryStoreError(self._unknown(name))
+        return int(rows[0][0])
+
+    def mask_embeddings(self, name: str) -> np.ndarray:
+        """(M, C) mask-pooled embeddings of the concept's masked views (and variants); (0, C) without masks.
+
+        Not in the vector index: the detector uses them to re-rank its best box candidates when a segmenter is on.
+        """
+        return mask_embeddings(self._db, self._concept_id(name))
+
+    def view_consistency(
+        self, name: str, *, min_score: float | None = None, mad_k: float = 3.0, min_gap: float = 0.1
+    ) -> list[ViewConsistency]:
+        """Per stored view of `name`: its leave-one-out consistency with the other views and an outlier flag.
+
+        Outliers: below `min_score` (if given), or (3+ views) more than `mad_k` robust sigmas and `min_gap` below
+        the concept's median (`focuskit.core.hygiene.flag_outliers`). Reads stored embeddings only; no encoder.
+        """
+        return consistency(self._db, self._concept_id(name), min_score=min_score, mad_k=mad_k, min_gap=min_gap)
+
+    def prune(
+        self, name: str, *, view_ids: Sequence[int] = (), outliers: bool = False, min_score: float | None = None
+    ) -> PruneReport:
+        """Drop views of `name`: those in `view_ids`, and with `outliers` those `view_consistency` flags.
+
+        One transaction; refuses to remove every view (remove the concept instead) and ids of other concepts.
+        """
+        cid = self._concept_id(name)
+        current = self.view_consistency(name, min_score=min_score)
+        drop = views_to_drop(name, current, view_ids, outliers)
+        if drop:
+            with self._write() as cur:
+                cur.executemany("DELETE FROM views WHERE id = ? AND concept_id = ?", [(v, cid) for v in sorted(drop)])
+        return PruneReport(name=name.strip(), removed=sorted(drop), kept=len(current) - len(drop))
+
+
+__all__ = ["CurationMixin", "consistency", "mask_embeddings", "original_embeddings", "views_to_drop"]

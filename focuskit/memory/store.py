@@ -47,6 +47,7 @@ from focuskit.memory.config import (
     ProposerSpec,
     default_encoder_spec,
 )
+from focuskit.memory.curation import CurationMixin
 from focuskit.memory.database import DB_FILE, FORMAT_NAME, FORMAT_VERSION, MemoryDatabase, meta_in, set_meta_in
 from focuskit.memory.encoding import EncoderSlot, spec_json, spec_of
 from focuskit.memory.index_cache import INDEX_FILE, INDEXED, SAVE_ALWAYS_MAX, IndexCache
@@ -80,7 +81,7 @@ def _check_name(name: str) -> str:
     return clean
 
 
-class ConceptMemory:
+class ConceptMemory(CurationMixin):
     """Named concepts with reference views, stored under `directory` (created on first use).
 
     `encoder` is what embeds views and queries: an `Encoder`, an `EncoderSpec`, a `create_encoder` name, or None to
@@ -226,50 +227,6 @@ class ConceptMemory:
         if not rows:
             return np.zeros((0, dim), np.float32), str(self.encoder_name)
         return np.stack([self._db.vector(blob, vid, dim) for vid, blob in rows]), str(self.encoder_name)
-
-    def _concept_id(self, name: str) -> int:
-        rows = self._query("SELECT id FROM concepts WHERE name = ?", (name.strip(),))
-        if not rows:
-            raise MemoryStoreError(self._unknown(name))
-        return int(rows[0][0])
-
-    def mask_embeddings(self, name: str) -> np.ndarray:
-        """(M, C) mask-pooled embeddings of the concept's masked views (and variants); (0, C) without masks.
-
-        Not in the vector index: the detector uses them to re-rank its best box candidates when a segmenter is on.
-        """
-        from focuskit.memory.curation import mask_embeddings
-
-        return mask_embeddings(self._db, self._concept_id(name))
-
-    def view_consistency(
-        self, name: str, *, min_score: float | None = None, mad_k: float = 3.0, min_gap: float = 0.1
-    ) -> list[ViewConsistency]:
-        """Per stored view of `name`: its leave-one-out consistency with the other views and an outlier flag.
-
-        Outliers: below `min_score` (if given), or (3+ views) more than `mad_k` robust sigmas and `min_gap` below
-        the concept's median (`focuskit.core.hygiene.flag_outliers`). Reads stored embeddings only; no encoder.
-        """
-        from focuskit.memory.curation import consistency
-
-        return consistency(self._db, self._concept_id(name), min_score=min_score, mad_k=mad_k, min_gap=min_gap)
-
-    def prune(
-        self, name: str, *, view_ids: Sequence[int] = (), outliers: bool = False, min_score: float | None = None
-    ) -> PruneReport:
-        """Drop views of `name`: those in `view_ids`, and with `outliers` those `view_consistency` flags.
-
-        One transaction; refuses to remove every view (remove the concept instead) and ids of other concepts.
-        """
-        from focuskit.memory.curation import views_to_drop
-
-        cid = self._concept_id(name)
-        current = self.view_consistency(name, min_score=min_score)
-        drop = views_to_drop(name, current, view_ids, outliers)
-        if drop:
-            with self._write() as cur:
-                cur.executemany("DELETE FROM views WHERE id = ? AND concept_id = ?", [(v, cid) for v in sorted(drop)])
-        return PruneReport(name=name.strip(), removed=sorted(drop), kept=len(current) - len(drop))
 
     def supports(self, name: str) -> list[Support]:
         """The concept's views as localizer supports (image + box), for in-context engines."""

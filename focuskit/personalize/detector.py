@@ -6,10 +6,11 @@ Two detectors behind one protocol:
   views it matches best (max cosine over that concept's stored views, via the memory's vector index) -> kept when
   the cosine is >= `tau` -> per-concept non-maximum suppression, at most `max_per_concept` boxes each (several
   instances: `detect(..., max_instances=n)`). Several concepts can be found in one image. With a segmenter
-  (`segmenter=` or `DetectorConfig.segmenter`), a found concept's best `rerank_top` candidates above `tau` are
-  segmented, pooled inside their masks and re-ranked against the concept's stored mask embeddings (box pooling
-  finds, the mask judges: mIoU 0.623 -> 0.663 on the real-photo episodes, docs/masks.md); every detection then
-  carries its mask. Presence is still decided by the box score, so `tau` keeps its meaning.
+  (`segmenter=` or `DetectorConfig.segmenter`) every detection carries its mask (the box-only detector's boxes,
+  segmented). `DetectorConfig.mask_rerank` also re-ranks a found concept's best `rerank_top` candidates above `tau`
+  by mask against its stored mask embeddings; off by default: through this detector's proposals it lowered the
+  real-photo episodes' mIoU from 0.797 to 0.717 (benchmarks/detect_mask_rerank.py) although the re-rank had helped
+  in benchmarks/mask_pooling.py's candidate set. Presence is decided by the box score either way.
 * `LocalizerDetector`: any in-context `Localizer` (e.g. `vlm`, `matching`) as the retrieval stage: for each
   concept, localize it with its stored views as supports. Slower (one call per concept) but uses the engine's own
   notion of presence.
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from focuskit.core.box import nms
-from focuskit.core.detections import Detections
+from focuskit.core.detections import Detections, instance_nms
 from focuskit.core.episode import Prediction, Support
 from focuskit.core.errors import ConfigError
 from focuskit.core.image import ImageInput, load_image
@@ -42,42 +43,12 @@ from focuskit.matcher.config import DEFAULT_ENCODER_TAG, tau_for
 from focuskit.memory.store import ConceptMemory
 from focuskit.models.encoders import FeatureMap
 from focuskit.models.proposals import Proposer
-from focuskit.models.segmenters import Segmenter, create_segmenter, list_segmenters, masks_for_boxes
+from focuskit.models.segmenters import Segmenter, create_segmenter, masks_for_boxes
+from focuskit.personalize.config import DetectorConfig
 
 DEFAULT_TAU = tau_for(DEFAULT_ENCODER_TAG)
 """The matcher's threshold for the memory's default encoder (MobileNetV2 s16 with the 3x3 layout grid)."""
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    tau: float = DEFAULT_TAU
-    """Minimum cosine between a proposal and a concept's best view for a detection."""
-    nms_iou: float = 0.5
-    top_k: int = 64
-    """Nearest stored vectors retrieved per proposal; a concept outside them scores -inf for that proposal."""
-    max_per_concept: int = 1
-    """Boxes kept per concept and image: 1 for personal objects (there is one Bruno), more for e.g. a brand logo."""
-    whole_image: bool = True
-    """Also score the whole image as a proposal (close-ups, where the object fills the frame); the shared matcher
-    always proposes it, so turning this off makes `detect` differ from `localize` and library search."""
-    segmenter: str | None = None
-    """A `create_segmenter` name (e.g. grabcut) to return masks and re-rank by mask; None: boxes only."""
-    rerank_top: int = 8
-    """With a segmenter: a concept's best candidates above tau that are segmented and re-ranked by mask."""
-
-    def __post_init__(self) -> None:
-        if self.segmenter is not None and self.segmenter not in list_segmenters():
-            raise ConfigError(f"detector.segmenter must be one of {list_segmenters()} or null, got {self.segmenter!r}")
-        if self.rerank_top < 1:
-            raise ConfigError(f"detector.rerank_top must be >= 1, got {self.rerank_top}")
-        if not -1.0 <= self.tau <= 1.0:
-            raise ConfigError(f"detector.tau is a cosine threshold in [-1, 1], got {self.tau}")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"detector.nms_iou must be in (0, 1], got {self.nms_iou}")
-        if self.top_k < 1 or self.max_per_concept < 1:
-            raise ConfigError(
-                f"detector.top_k and max_per_concept must be >= 1, got {self.top_k} and {self.max_per_concept}"
-            )
+__all__ = ["DEFAULT_TAU", "ConceptDetector", "Detector", "DetectorConfig", "LocalizerDetector"]
 
 
 @runtime_checkable
@@ -201,27 +172,31 @@ class ConceptDetector:
         return cached[1]
 
     def _with_masks(self, img: Image.Image, fmap: FeatureMap, dets: Detections, n: int) -> Detections:
-        """Per concept: its best `rerank_top` candidates segmented, re-ranked by mask against the concept's stored
-        mask embeddings (when it has any), NMS in that order, `n` kept; each detection carries its mask."""
+        """Each detection with its mask. By default the boxes are the box-only detector's (NMS by box score, then
+        segmented); with `mask_rerank`, a concept's best `rerank_top` candidates are segmented and re-ranked by their
+        mask embedding's best cosine with the concept's stored mask embeddings before NMS."""
         segmenter = self.segmenter
         assert segmenter is not None
+        select = instance_nms if n > 1 else nms
         names = np.asarray(dets.names, dtype=object)
         parts: list[Detections] = []
         for name in dict.fromkeys(dets.names):
             idx = np.flatnonzero(names == name)
-            idx = idx[np.argsort(-dets.scores[idx], kind="stable")][: max(self.config.rerank_top, n)]
-            masks = masks_for_boxes(segmenter, img, dets.xyxy[idx])
-            key = dets.scores[idx]
-            protos = self._mask_prototypes(str(name))
-            mask_score = np.full(len(idx), np.nan)
+            idx = idx[np.argsort(-dets.scores[idx], kind="stable")]
+            protos = self._mask_prototypes(str(name)) if self.config.mask_rerank else np.zeros((0, 0))
             if len(protos):
-                emb = fmap.pool_masks(masks)
-                mask_score = (emb @ protos.T).max(1)
-                key = mask_score
-            chosen = nms(dets.xyxy[idx], key, self.config.nms_iou)[:n]
+                idx = idx[: max(self.config.rerank_top, n)]
+                masks = masks_for_boxes(segmenter, img, dets.xyxy[idx])
+                mask_score = (fmap.pool_masks(masks) @ protos.T).max(1)
+                chosen = select(dets.xyxy[idx], mask_score, self.config.nms_iou)[:n]
+                masks, mask_score = masks[chosen], mask_score[chosen]
+            else:
+                chosen = select(dets.xyxy[idx], dets.scores[idx], self.config.nms_iou)[:n]
+                masks = masks_for_boxes(segmenter, img, dets.xyxy[idx[chosen]])
+                mask_score = np.full(len(chosen), np.nan)
             part = Detections(
                 dets.xyxy[idx[chosen]], dets.scores[idx[chosen]], [str(name)] * len(chosen),
-                data={"mask_score": mask_score[chosen]}, masks=masks[chosen],
+                data={"mask_score": mask_score}, masks=masks,
             )  # fmt: skip
             parts.append(part)
         return _concat(parts, img.size, dets.best_scores)

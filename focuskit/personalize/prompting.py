@@ -11,13 +11,17 @@ detected the question goes to the VLM unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from focuskit.core.detections import Detections
 from focuskit.core.errors import ConfigError
-from focuskit.memory.store import ConceptMemory
 from focuskit.viz.draw import COLOR_NAMES, PALETTE, draw_boxes, draw_legend
+
+if TYPE_CHECKING:
+    from focuskit.memory.store import ConceptMemory
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,33 @@ def assign_colors(memory: ConceptMemory, names: list[str]) -> dict[str, ConceptC
     return out
 
 
-def annotate(
-    image: Image.Image, detections: Detections, colors: dict[str, ConceptColor], *, template: PromptTemplate
+def overlay_masks(
+    image: Image.Image, masks: np.ndarray, rgb: list[tuple[int, int, int]], alpha: float = 0.4
 ) -> Image.Image:
-    """The image with each detection's box in its concept's color (no text on boxes) and the legend."""
+    """The image with each (H, W) mask tinted in its color (`alpha` of the color over the pixels inside)."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32).copy()
+    for m, c in zip(masks, rgb, strict=True):
+        arr[m] = (1 - alpha) * arr[m] + alpha * np.asarray(c, dtype=np.float32)
+    return Image.fromarray(arr.round().clip(0, 255).astype(np.uint8))
+
+
+def annotate(
+    image: Image.Image,
+    detections: Detections,
+    colors: dict[str, ConceptColor],
+    *,
+    template: PromptTemplate,
+    draw_masks: bool = False,
+) -> Image.Image:
+    """The image with each detection's box in its concept's color (no text on boxes) and the legend.
+
+    `draw_masks` tints each detection's mask (when the detections carry masks) for human readers; the VLM's
+    prompt image keeps boxes only, as in PeKit.
+    """
     boxes = [box for box, _, _ in detections]
     rgb = [colors[name].rgb for name in detections.names]
+    if draw_masks and detections.masks is not None and len(detections):
+        image = overlay_masks(image, detections.masks, rgb)
     out = draw_boxes(image, boxes, None, rgb, width=template.box_width)
     if template.legend and colors:
         out = draw_legend(out, [(c.name, c.rgb) for c in colors.values()])

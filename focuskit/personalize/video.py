@@ -27,39 +27,10 @@ from focuskit.backends.base import GenerationOptions, VLMBackend
 from focuskit.core.detections import Detections
 from focuskit.core.errors import ConfigError, VideoError
 from focuskit.memory.store import ConceptMemory
+from focuskit.personalize.config import SamplingConfig
 from focuskit.personalize.detector import ConceptDetector, Detector
+from focuskit.personalize.media import VIDEO_SUFFIXES, is_video
 from focuskit.personalize.prompting import ConceptColor, PromptTemplate, annotate, assign_colors, prompt_text
-
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
-
-
-def is_video(path: str | Path) -> bool:
-    """True for file names with a video extension (how the CLI tells a video from an image)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Which frames to look at: `every_n`-th frame, or `per_second` frames per second (2 when neither is given)."""
-
-    every_n: int | None = None
-    per_second: float | None = None
-    max_frames: int = 600
-    """Stop after this many sampled frames (a guard against hour-long inputs)."""
-
-    def __post_init__(self) -> None:
-        if self.every_n is not None and self.per_second is not None:
-            raise ConfigError(
-                f"video sampling takes every_n or per_second, not both (got {self.every_n} and {self.per_second})"
-            )
-        if self.every_n is None and self.per_second is None:
-            object.__setattr__(self, "per_second", 2.0)
-        if self.every_n is not None and self.every_n < 1:
-            raise ConfigError(f"video every_n must be >= 1, got {self.every_n}")
-        if self.per_second is not None and self.per_second <= 0:
-            raise ConfigError(f"video per_second must be > 0, got {self.per_second}")
-        if self.max_frames < 1:
-            raise ConfigError(f"video max_frames must be >= 1, got {self.max_frames}")
 
 
 @dataclass(frozen=True)
@@ -307,3 +278,9 @@ def ask_video(
     text = prompt_text(question.strip(), list(result.colors.values()), memory, template, medium="video")
     answer = backend.generate(frames, text, options=options, video=backend.supports_video and len(frames) > 1)
     return VideoAnswer(answer, result, text)
+
+
+__all__ = [
+    "VIDEO_SUFFIXES", "Frame", "FrameDetections", "SamplingConfig", "VideoAnswer", "VideoResult", "VideoWriter",
+    "ask_video", "count_frames", "detect_video", "is_video", "read_frames", "source_fps",
+]  # fmt: skip
