@@ -66,3 +66,22 @@ def test_missing_file() -> None:
 def test_override_that_is_not_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"override 'shots=\[1, 2': the value is not valid YAML"):
         load_config(Outer, None, ["shots=[1, 2"])
+
+
+def test_shipped_pekit_config_is_the_defaults() -> None:
+    """configs/pekit.yaml says it lists every key with its default: a user copying it must get today's behaviour."""
+    import dataclasses
+
+    from focuskit.models.encoders import create_encoder
+    from focuskit.models.proposals import create_proposer
+    from focuskit.personalize.config import PeKitConfig
+
+    shipped = load_config(PeKitConfig, Path(__file__).resolve().parent.parent / "configs" / "pekit.yaml")
+    default = PeKitConfig()
+    # The YAML spells out the encoder's and proposer's own defaults; they must build the same encoder and proposer.
+    assert create_encoder(shipped.encoder.name, **shipped.encoder.options).name == create_encoder(
+        default.encoder.name, **default.encoder.options
+    ).name
+    proposer = vars(create_proposer(default.proposer.name, **default.proposer.options))
+    assert all(proposer[k] == v for k, v in shipped.proposer.options.items())
+    assert dataclasses.replace(shipped, encoder=default.encoder, proposer=default.proposer) == default
