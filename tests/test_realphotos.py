@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from focuskit.cli.demo import realphotos_episodes
+from focuskit.data.realphotos import realphotos_episodes
 from focuskit.core.box import iou
 from focuskit.core.episode import Episode
 from focuskit.data.episodes_jsonl import load_episodes
