@@ -174,6 +174,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
         encoder_options={"layer": "s16", "parts": 3, "part_weight": 0.5}, hflip=False, zoom_out=[2.5]
     ),
     "s16_parts4": dict(encoder_options={"layer": "s16", "parts": 4}, hflip=False, zoom_out=[2.5]),
+    # Colour statistics inside the region (issue 11's second improvement), tried on the tuning split:
+    "colour0.15": dict(encoder_options={"layer": "s16", "parts": 3, "colour": 0.15}, tau=0.59),
+    "colour0.3": dict(encoder_options={"layer": "s16", "parts": 3, "colour": 0.3}, tau=0.62),
+    "colour0.5": dict(encoder_options={"layer": "s16", "parts": 3, "colour": 0.5}, tau=0.65),
 }
 
 
