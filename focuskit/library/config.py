@@ -45,9 +45,10 @@ class LibraryConfig:
     workers: int = 1
     """Processes computing features while indexing (1: in this process). Each worker holds its own models (~0.5 GB);
     at most 2 batches per worker are in flight, so memory stays bounded whatever the folder's size."""
-    index: IndexConfig = field(default_factory=lambda: IndexConfig(exact_max=200_000))
-    """The vector index over the stored proposals (`focuskit.search`): exact up to `exact_max` vectors (~2,000
-    photos), compressed past it with exact re-ranking of the candidates from the shards."""
+    index: IndexConfig = field(default_factory=IndexConfig)
+    """The vector index over the stored proposals (`focuskit.search`): exact up to `exact_max` vectors (~500
+    photos; the exact index holds float32 copies, 190 MB at 50k x 960 dims), compressed past it (64-byte codes) with
+    exact re-ranking of the candidates from the shards."""
     candidates: int = 512
     """Proposals retrieved per concept view in the compressed regime, all re-scored exactly; a photo is found when
     one of its proposals is among them, so this bounds how many photos a search can return per view (~1 in 5-20
