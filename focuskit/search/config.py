@@ -28,6 +28,13 @@ class IndexConfig:
     dimension), 'SQfp16' or 'Flat' (exact scores, full size)."""
     reduce_dim: int = 256
     """PCA output dims before the codec (0: no reduction; ignored when >= the vectors' dims)."""
+    train_size: int = 50_000
+    """Vectors (a seeded sample of those present at the switch) the PCA, inverted lists and codes are trained on."""
+    train_iters: int = 10
+    """k-means iterations for the inverted lists and the PQ codebooks. Training is a one-off cost at the switch,
+    dominated by k-means (25 iterations on 100k points took ~11 min on a loaded 2-core machine); with exact
+    re-ranking the index only has to get the right answer into the candidates, which coarser centroids still do
+    (benchmarks/memory_scale.py, benchmarks/library_scale.py measure recall against exact search)."""
     rerank: int = 64
     """Candidates per query re-scored with the exact vectors (k if k is larger); 0 returns the codes' approximate
     scores."""
@@ -39,5 +46,9 @@ class IndexConfig:
             raise ConfigError(f"index.nlist and index.nprobe must be >= 1, got {self.nlist} and {self.nprobe}")
         if not (self.quantizer in ("SQ8", "Flat", "SQfp16") or re.fullmatch(r"PQ[1-9][0-9]*", self.quantizer)):
             raise ConfigError(f"index.quantizer must be PQ<m>, SQ8, SQfp16 or Flat, got {self.quantizer!r}")
+        if self.train_size < 1 or self.train_iters < 1:
+            raise ConfigError(
+                f"index.train_size and index.train_iters must be >= 1, got {self.train_size}, {self.train_iters}"
+            )
         if self.reduce_dim < 0 or self.rerank < 0:
             raise ConfigError(f"index.reduce_dim and index.rerank must be >= 0, got {self.reduce_dim}, {self.rerank}")
