@@ -303,12 +303,13 @@ class LibraryIndex:
         if dim is None:
             return []
         self._check_dim(dim, views)
-        index = self.vectors.current(dim)
-        n = len(index)
-        if n == 0:
-            return []
-        k = n if not index.approximate else min(n, max(self.config.candidates, top or 0))
-        scores, ids = index.search(views, k)
+        with self.vectors.lock:
+            index = self.vectors.current(dim)
+            n = len(index)
+            if n == 0:
+                return []
+            k = n if not index.approximate else min(n, max(self.config.candidates, top or 0))
+            scores, ids = index.search(views, k)
         keep = (ids >= 0) & (scores >= tau)
         items, best = item_of(ids[keep]), scores[keep]
         if root is not None:

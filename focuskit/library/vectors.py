@@ -18,6 +18,8 @@ memory. Removal works in both regimes (`FaissIndex.remove`).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from focuskit.core.errors import MemoryStoreError
@@ -51,6 +53,9 @@ class LibraryVectors:
         self._locations: ItemLocations | None = None
         self._versions: tuple[int, int] = (-1, -1)
         self._shards: dict[str, np.ndarray] = {}
+        self.lock = threading.RLock()
+        """Held while the index is synced, saved or searched: the server searches while its indexing thread adds
+        (FAISS indexes are not safe for concurrent add and search)."""
 
     # --- where rows are ---------------------------------------------------------------------------------------
     def locations(self) -> ItemLocations:
@@ -97,14 +102,15 @@ class LibraryVectors:
     # --- sync -------------------------------------------------------------------------------------------------
     def current(self, dim: int) -> FaissIndex:
         """The index, synced to the database's current generation (loaded from disk, then reconciled)."""
-        generation = self.store.versions()[0]
-        if self.index is not None and self.index.dim == dim and self._generation == generation:
+        with self.lock:
+            generation = self.store.versions()[0]
+            if self.index is not None and self.index.dim == dim and self._generation == generation:
+                return self.index
+            if self.index is None or self.index.dim != dim:
+                self.index, self._generation = self._load(dim)
+            if self._generation != generation:
+                self._generation = self._reconcile(self.index)
             return self.index
-        if self.index is None or self.index.dim != dim:
-            self.index, self._generation = self._load(dim)
-        if self._generation != generation:
-            self._generation = self._reconcile(self.index)
-        return self.index
 
     def _load(self, dim: int) -> tuple[FaissIndex, int]:
         if self.path.is_file():
@@ -135,13 +141,15 @@ class LibraryVectors:
 
     def sync_and_save(self, dim: int) -> None:
         """Sync the index and write it (atomically) for the next process; called by the indexing run, locked."""
-        index = self.current(dim)
-        index.save(self.path, meta={"generation": self._generation, "encoder": self.store.get_meta("encoder")})
+        with self.lock:
+            index = self.current(dim)
+            index.save(self.path, meta={"generation": self._generation, "encoder": self.store.get_meta("encoder")})
 
     def forget(self) -> None:
         """Drop the cached index and its file (the encoder changed: every vector is recomputed)."""
-        self.index, self._generation = None, -1
-        self.path.unlink(missing_ok=True)
+        with self.lock:
+            self.index, self._generation = None, -1
+            self.path.unlink(missing_ok=True)
 
 
 __all__ = ["ID_STRIDE", "INDEX_FILE", "LibraryVectors", "item_of"]
