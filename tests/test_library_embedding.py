@@ -83,3 +83,25 @@ def test_a_two_process_pool_builds_the_same_index(folder: Path, memory: ConceptM
     single = LibraryIndex(tmp_path / "single", LibraryConfig(**FAST), encoder=memory.encoder)
     single.update(folder, progress=False)
     assert _hits(pooled, memory) == _hits(single, memory)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--part", "x"], "--part must be I/N"),
+        (["--part", "2/2"], "part must be in [0, 2)"),
+        (["--out", "."], "is a folder: give a file path"),
+    ],
+)
+def test_embed_command_refuses_bad_input_in_one_line(
+    folder: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from focuskit.cli.main import app
+
+    base = ["library", "embed", str(folder), "--out", str(tmp_path / "b.npz")]
+    result = CliRunner().invoke(app, base + args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "b.npz").exists()
