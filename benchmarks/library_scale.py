@@ -108,7 +108,7 @@ def float32_top(index: LibraryIndex, views: np.ndarray, k: int = 10) -> list[tup
     return sorted(((p, sc) for sc, p in best.values()), key=lambda t: (-t[1], t[0]))[:k]
 
 
-def measure_search(photos: int, real, views: Views, tag: str) -> dict[str, Any]:
+def measure_search(photos: int, real, views: Views, tag: str, candidates: tuple[int, ...] = ()) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="libscale-"))
     try:
         index = LibraryIndex(tmp / "state", LibraryConfig())
@@ -148,6 +148,21 @@ def measure_search(photos: int, real, views: Views, tag: str) -> dict[str, Any]:
                          "recall_at_10_vs_float32": round(recall32, 3),
                          "recall_at_10_ties_counted": round(tied, 3),
                          "p50_ms": round(1000 * statistics.median(times), 2)}  # fmt: skip
+        sweep = {}
+        truths = {name: {p for p, _ in float32_top(fresh, views.views[name])} for name in CONCEPTS}
+        for cand in candidates:
+            fresh.config.candidates = cand
+            times, rec = [], []
+            for name in CONCEPTS:
+                fresh.search(name, views, top=10)
+                for _ in range(3):
+                    t = time.perf_counter()
+                    hits = fresh.search(name, views, top=10)
+                    times.append(time.perf_counter() - t)
+                rec.append(len(truths[name] & {h.path for h in hits}) / max(1, len(truths[name])))
+            sweep[cand] = {"search_top10_ms_p50": round(1000 * statistics.median(times), 2),
+                           "recall_at_10_photos_vs_float32_exact": round(float(np.mean(rec)), 4)}  # fmt: skip
+        fresh.config.candidates = LibraryConfig().candidates
         index_mb = (tmp / "state" / "vectors.index").stat().st_size / 2**20
         shards_mb = sum(p.stat().st_size for p in (tmp / "state" / "shards").glob("*.npy")) / 2**20
         return {
@@ -164,6 +179,7 @@ def measure_search(photos: int, real, views: Views, tag: str) -> dict[str, Any]:
             "recall_at_10_photos_vs_exact": round(float(np.mean(recalls)), 4),
             "recall_at_10_photos_vs_exact_ties_counted": round(float(np.mean(tie_recalls)), 4),
             "by_concept": per,
+            "by_candidates": sweep,
             "index_file_mb": round(index_mb, 1),
             "shards_mb": round(shards_mb, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -206,6 +222,7 @@ def write(out: Path, rows: list[dict[str, Any]], workers: list[dict[str, Any]] |
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, nargs="*", default=[100_000], help="library sizes (none: skip search)")
+    parser.add_argument("--candidates", type=int, nargs="*", default=[], help="also search with these candidates")
     parser.add_argument("--copies", type=int, default=2, help="copies of the shipped photos for the workers run")
     parser.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 processes indexing run")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -221,7 +238,7 @@ def main() -> None:
     memory = Views(views, matcher.tag)
     rows = []
     for n in args.photos:
-        r = measure_search(n, real, memory, matcher.tag)
+        r = measure_search(n, real, memory, matcher.tag, tuple(args.candidates))
         rows.append(r)
         print(
             f"{n:>8,} photos {r['vectors']:>10,} vectors: search p50 {r['search_top10_ms_p50']:.1f} ms "
