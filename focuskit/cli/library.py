@@ -120,6 +120,58 @@ def search_cmd(
     print_table(table)
 
 
+@library_app.command("embed")
+def embed_cmd(
+    folder: Annotated[Path, typer.Argument(help="Photo folder (searched recursively; videos are sampled)")],
+    out: Annotated[Path, typer.Option("--out", help="Batch file to write (.npz)")],
+    part: Annotated[str, typer.Option(help="This share of the files, I/N (0-based): every N-th file")] = "0/1",
+    config: ConfigOpt = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice)")] = None,
+) -> None:
+    """Embed a share of FOLDER into a batch file, touching no index: what one cluster task or local process runs.
+    Commit the batch files with `focuskit library ingest`. The encoder is the config's (default: the memory's)."""
+    from focuskit.core.config import load_config
+    from focuskit.core.errors import ConfigError
+    from focuskit.core.io import check_output_file
+    from focuskit.library.config import LibraryConfig
+    from focuskit.library.embedding import embed_files, encoder_tag, tasks_for_part, write_batch_file
+
+    check_output_file(out, option="--out")
+    try:
+        i, n = (int(v) for v in part.split("/"))
+    except ValueError:
+        raise ConfigError(f"--part must be I/N, e.g. 0/2, got {part!r}") from None
+    cfg = load_config(LibraryConfig, config)
+    tasks = tasks_for_part(folder, i, n, hash_files=cfg.check == "hash")
+    set_threads(threads)
+    records = embed_files(tasks, cfg)
+    write_batch_file(out, records, encoder_tag(cfg))
+    typer.echo(f"embedded {len(records)} file(s) of {folder} (part {i}/{n}) into {out}")
+
+
+@library_app.command("ingest")
+def ingest_cmd(
+    batches: Annotated[list[Path], typer.Argument(help="Batch files written by `focuskit library embed`")],
+    memory: MemoryOpt,
+    state: StateOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Commit batch files into the library index (and its vector index), as `library index` would have."""
+    from focuskit.core.errors import DatasetError
+
+    missing = [str(b) for b in batches if not b.is_file()]
+    if missing:
+        raise DatasetError(f"batch file(s) not found: {', '.join(missing)}")
+    mem, index = _open(memory, state, config, create_memory=True)
+    mem.close()
+    report = index.ingest(batches)
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+        return
+    typer.echo(f"ingested {len(batches)} batch file(s): {report.added} file(s), {report.items} image(s)")
+
+
 @library_app.command("status")
 def status_cmd(memory: MemoryOpt, state: StateOpt = None) -> None:
     """What the library index holds: folders, files, images, encoder."""

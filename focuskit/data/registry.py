@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from focuskit.core.errors import ConfigError
+from focuskit.core.registry import Registry
 from focuskit.data.sequences import DataReport
 
 Kind = Literal["sequences", "concepts", "episodes"]
@@ -103,31 +104,30 @@ def _episode_file(root: Path, split: str, report: DataReport) -> Any:
 
 
 _M = "focuskit.data.registry"
-FORMATS: dict[str, DatasetFormat] = {
-    f.name: f
-    for f in (
-        DatasetFormat("got10k", "sequences", f"{_M}:_got10k", ("train", "val", "test"), "val",
-                      "<root>/{train,val,test}/list.txt, <split>/<seq>/00000001.jpg + groundtruth.txt, *.label"),
-        DatasetFormat("lasot", "sequences", f"{_M}:_lasot", ("all", "train", "test"), "all",
-                      "<root>/<class>/<class>-<n>/img/%08d.jpg + groundtruth.txt, full_occlusion.txt, out_of_view.txt"),
-        DatasetFormat("tao", "sequences", f"{_M}:_tao", ("train", "val", "test"), "val",
-                      "<root>/annotations/{train,validation,test}.json + <root>/frames/<file_name>"),
-        DatasetFormat("permirs", "sequences", f"{_M}:_permirs", ("all",), "all",
-                      "<root>/<video>/{0,1,2}.jpg + masks.npz.npy"),
-        DatasetFormat("perseg", "concepts", f"{_M}:_perseg", ("all",), "all",
-                      "<root>/Images/<object>/00.jpg + <root>/Annotations/<object>/00.png"),
-        DatasetFormat("myvlm", "concepts", f"{_M}:_myvlm", ("all",), "all", "<root>/[data/]<concept>/*.jpg"),
-        DatasetFormat("yollava", "concepts", f"{_M}:_yollava", ("all",), "all",
-                      "<root>/train/<concept>/*.png + <root>/test/<concept>/*.png"),
-        DatasetFormat("thisismy", "concepts", f"{_M}:_this_is_my", ("single", "multi"), "single",
-                      "<root>/{Single,Multi}-concept/train/<concept>/ + test/<Positive|Negative (Hard)|..>/<concept>/"),
-        DatasetFormat("concept-folders", "concepts", f"{_M}:_concept_folders", ("all",), "all",
-                      "<root>/<concept>/references/ [+ positives/, negatives/<split>/, boxes.json, masks/]"),
-        DatasetFormat("jsonl", "episodes", f"{_M}:_episode_file", ("all",), "all", "focuskit episode .jsonl file"),
-        DatasetFormat("iploc", "episodes", f"{_M}:_episode_file", ("all",), "all",
-                      "IPLoc episode .json file or a folder of them"),
-    )
-}  # fmt: skip
+FORMATS: Registry[DatasetFormat] = Registry("dataset format")
+for _format in (
+    DatasetFormat("got10k", "sequences", f"{_M}:_got10k", ("train", "val", "test"), "val",
+                  "<root>/{train,val,test}/list.txt, <split>/<seq>/00000001.jpg + groundtruth.txt, *.label"),
+    DatasetFormat("lasot", "sequences", f"{_M}:_lasot", ("all", "train", "test"), "all",
+                  "<root>/<class>/<class>-<n>/img/%08d.jpg + groundtruth.txt, full_occlusion.txt, out_of_view.txt"),
+    DatasetFormat("tao", "sequences", f"{_M}:_tao", ("train", "val", "test"), "val",
+                  "<root>/annotations/{train,validation,test}.json + <root>/frames/<file_name>"),
+    DatasetFormat("permirs", "sequences", f"{_M}:_permirs", ("all",), "all",
+                  "<root>/<video>/{0,1,2}.jpg + masks.npz.npy"),
+    DatasetFormat("perseg", "concepts", f"{_M}:_perseg", ("all",), "all",
+                  "<root>/Images/<object>/00.jpg + <root>/Annotations/<object>/00.png"),
+    DatasetFormat("myvlm", "concepts", f"{_M}:_myvlm", ("all",), "all", "<root>/[data/]<concept>/*.jpg"),
+    DatasetFormat("yollava", "concepts", f"{_M}:_yollava", ("all",), "all",
+                  "<root>/train/<concept>/*.png + <root>/test/<concept>/*.png"),
+    DatasetFormat("thisismy", "concepts", f"{_M}:_this_is_my", ("single", "multi"), "single",
+                  "<root>/{Single,Multi}-concept/train/<concept>/ + test/<Positive|Negative (Hard)|..>/<concept>/"),
+    DatasetFormat("concept-folders", "concepts", f"{_M}:_concept_folders", ("all",), "all",
+                  "<root>/<concept>/references/ [+ positives/, negatives/<split>/, boxes.json, masks/]"),
+    DatasetFormat("jsonl", "episodes", f"{_M}:_episode_file", ("all",), "all", "focuskit episode .jsonl file"),
+    DatasetFormat("iploc", "episodes", f"{_M}:_episode_file", ("all",), "all",
+                  "IPLoc episode .json file or a folder of them"),
+):  # fmt: skip
+    FORMATS.register(_format.name, _format)
 
 
 def available_formats() -> list[str]:
@@ -135,10 +135,8 @@ def available_formats() -> list[str]:
 
 
 def get_format(name: str) -> DatasetFormat:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset format {name!r}; available: {', '.join(available_formats())}") from None
+    """The format registered as `name`; unknown names raise `ConfigError` listing the known ones."""
+    return FORMATS.lookup(name)
 
 
 def open_dataset(name: str, root: str | Path, split: str | None = None, report: DataReport | None = None) -> Any:

@@ -2,9 +2,10 @@
 
 Finding "my bike" in 10,000 photos with the detector means running a proposal network and an encoder on every
 photo, about 0.1 s each: 20 minutes per question. But those features do not depend on the concept. So the index
-computes, once per photo (and per sampled video frame), class-agnostic proposals and their region embeddings, stores
-them (see `store.py`), and a search is then a matrix product of the stored embeddings with the concept's reference
-views: well under a second for 10,000 photos, for any concept added later.
+computes, once per photo (and per sampled video frame), class-agnostic proposals and their region embeddings
+(`embedding.py`, optionally in a process pool), stores them (`store.py`), and a search asks the library's vector
+index (`vectors.py`: exact while small, compressed with exact re-ranking past it) for the proposals nearest to the
+concept's reference views: milliseconds for any concept added later, sub-linear in the library's size.
 
 Indexing is incremental (only new or changed files are computed, deleted files are dropped), shows a progress bar,
 and commits every batch, so an interrupted run resumes where it stopped.
@@ -12,139 +13,26 @@ and commits every batch, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import time
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from focuskit.core.box import Box, nms
-from focuskit.core.errors import ConfigError, DatasetError, ImageError, MemoryStoreError
-from focuskit.core.image import load_image
-from focuskit.library.media import MediaFile, sample_frames, scan_media
-from focuskit.library.store import FileRecord, ItemRecord, ItemRow, LibraryStore
-from focuskit.matcher.config import DEFAULT_ENCODER_TAG, MatcherConfig, tau_for
-
-DEFAULT_TAU = tau_for(DEFAULT_ENCODER_TAG)
-"""The shared matcher's threshold for the memory's default encoder, so a search says "found" where `detect` and
-`localize` do. Expect to tune it per library (`--tau`), and per encoder (cosines of DINOv2 features run higher)."""
-
-
-@dataclass
-class LibraryConfig:
-    """How a library is indexed and searched. Changing the encoder means re-indexing (embeddings are tagged)."""
-
-    encoder: str = "mobilenetv2"
-    """Encoder name for `create_encoder`; must be the one the concept memory embeds its views with."""
-    encoder_options: dict[str, Any] = field(default_factory=dict)
-    """Options of a built encoder are the memory's (the CLI and server pass its encoder); these apply otherwise."""
-    proposers: list[str] = field(default_factory=lambda: list(MatcherConfig().proposers))
-    """Proposal sources of the shared matcher (`focuskit.matcher.MatcherConfig`); their boxes are merged."""
-    proposer_options: dict[str, dict[str, Any]] = field(default_factory=lambda: MatcherConfig().proposer_options)
-    max_proposals: int = 96
-    """Boxes kept per photo: the whole photo and an equal share of each proposer's boxes (see `propose`)."""
-    batch_size: int = 32
-    """Files per committed batch: an interruption loses at most this many files' work."""
-    check: Literal["stat", "hash"] = "stat"
-    """How a changed file is recognised: size+mtime ('stat'), or also its SHA-1 when the stat changed ('hash',
-    which skips files that were only touched or copied back)."""
-    video_every_s: float = 2.0
-    max_frames_per_video: int = 60
-    max_pixels: int = 60_000_000
-    tau: float = DEFAULT_TAU
-    max_boxes_per_image: int = 1
-    """Boxes reported per photo: 1 suits a personal object (there is one Bruno); raise it for repeated objects."""
-    nms_iou: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.max_proposals < 1:
-            raise ConfigError(f"max_proposals must be >= 1, got {self.max_proposals}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.video_every_s <= 0:
-            raise ConfigError(f"video_every_s must be > 0, got {self.video_every_s}")
-        if self.max_frames_per_video < 1:
-            raise ConfigError(f"max_frames_per_video must be >= 1, got {self.max_frames_per_video}")
-        if not -1.0 <= self.tau <= 1.0:
-            raise ConfigError(f"tau is a cosine similarity in [-1, 1], got {self.tau}")
-        if not self.proposers:
-            raise ConfigError("proposers must name at least one proposal source, e.g. ['ssd', 'windows']")
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A photo (or video frame) where the concept was found: boxes in pixels, best first, with their scores."""
-
-    image: Path
-    """Absolute path of the photo or video file."""
-    root: Path
-    """The library folder it was indexed under; `image` relative to it is `path`."""
-    path: str
-    frame: int | None
-    time_s: float | None
-    boxes: tuple[Box, ...]
-    scores: tuple[float, ...]
-    width: int
-    height: int
-
-    @property
-    def score(self) -> float:
-        return self.scores[0]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "image": str(self.image),
-            "path": self.path,
-            "frame": self.frame,
-            "time_s": None if self.time_s is None else round(self.time_s, 3),
-            "width": self.width,
-            "height": self.height,
-            "score": round(self.score, 4),
-            "boxes": [b.as_list() for b in self.boxes],
-            "scores": [round(s, 4) for s in self.scores],
-        }
-
-
-@dataclass
-class IndexReport:
-    """What an `update` did. `failed` lists (relative path, reason) for files that could not be read."""
-
-    root: Path
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    items: int = 0
-    seconds: float = 0.0
-
-    @property
-    def computed(self) -> int:
-        return self.added + self.updated
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "root": str(self.root),
-            "added": self.added,
-            "updated": self.updated,
-            "removed": self.removed,
-            "unchanged": self.unchanged,
-            "failed": [{"path": p, "error": e} for p, e in self.failed],
-            "items": self.items,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-class ConceptViews(Protocol):
-    """What search needs from a concept memory: a concept's view embeddings and the encoder that made them."""
-
-    def view_embeddings(self, name: str) -> tuple[np.ndarray, str]: ...
+from focuskit.core.errors import ConfigError, DatasetError, MemoryStoreError
+from focuskit.library.config import DEFAULT_TAU, LibraryConfig
+from focuskit.library.embedding import EmbeddingPool, FileTask, embed_files, embed_image, read_batch_file
+from focuskit.library.media import scan_media
+from focuskit.library.records import FileRecord, ItemRecord, ItemRow
+from focuskit.library.results import Hit, IndexReport
+from focuskit.library.scoring import ConceptViews, concept_view_embeddings, file_sha1, max_cosine
+from focuskit.library.store import LibraryStore
+from focuskit.library.vectors import LibraryVectors, item_of
+from focuskit.matcher.config import MatcherConfig
 
 
 class _Proposer(Protocol):
@@ -172,11 +60,10 @@ class LibraryIndex:
     ) -> None:
         self.config = config or LibraryConfig()
         self.store = LibraryStore(state_dir)
+        self.vectors = LibraryVectors(self.store, self.config.index)
         self._encoder = encoder
         self._proposers = list(proposers) if proposers is not None else None
         self._matcher: Any | None = None
-        self._shards: dict[str, np.ndarray] = {}
-        """Memory-mapped shards kept open between searches (opening one costs ~1 ms); pruned to the live ones."""
 
     @property
     def state_dir(self) -> Path:
@@ -184,14 +71,7 @@ class LibraryIndex:
 
     def matcher_config(self) -> MatcherConfig:
         """The shared matcher's part of this library's options."""
-        c = self.config
-        return MatcherConfig(
-            encoder=c.encoder,
-            encoder_options=dict(c.encoder_options) or MatcherConfig().encoder_options,
-            proposers=list(c.proposers),
-            proposer_options={k: dict(v) for k, v in c.proposer_options.items()},
-            max_proposals=c.max_proposals,
-        )
+        return self.config.matcher_config()
 
     @property
     def matcher(self) -> Any:
@@ -238,16 +118,7 @@ class LibraryIndex:
         report = IndexReport(root_path)
         with self.store.exclusive():
             tag = self.encoder.name
-            stored_tag = self.encoder_tag
-            if reindex or (stored_tag is not None and stored_tag != tag):
-                if not reindex:
-                    raise MemoryStoreError(
-                        f"library index {self.state_dir} was built with encoder {stored_tag!r}, not {tag!r}; "
-                        "re-index it with --reindex (every photo is computed again)"
-                    )
-                self.store.clear()
-            self.store.set_meta("encoder", tag)
-
+            self._claim_encoder(tag, reindex)
             key = str(root_path)
             scanned = scan_media(root_path, exclude=[self.state_dir, *exclude])
             stored = self.store.files(key)
@@ -256,65 +127,116 @@ class LibraryIndex:
             self.store.remove_files(gone)
             report.removed = len(gone)
 
-            todo: list[tuple[MediaFile, str | None, bool]] = []
+            todo: list[tuple[FileTask, bool]] = []
             for media in scanned:
                 old = stored.get((key, media.path))
                 if old is not None and (old.size, old.mtime_ns, old.kind) == (media.size, media.mtime_ns, media.kind):
                     report.unchanged += 1
                     continue
-                digest = _sha1(root_path / media.path) if self.config.check == "hash" else None
+                digest = file_sha1(root_path / media.path) if self.config.check == "hash" else None
                 if old is not None and digest is not None and digest == old.sha1:
                     self.store.touch_file(old.id, media.size, media.mtime_ns)
                     report.unchanged += 1
                     continue
-                todo.append((media, digest, old is not None))
+                todo.append((FileTask(key, media, digest), old is not None))
 
+            existed = {t.media.path: e for t, e in todo}
             bar = tqdm(total=len(todo), desc="indexing", unit="file", disable=not progress)
             try:
-                for lo in range(0, len(todo), self.config.batch_size):
-                    batch = todo[lo : lo + self.config.batch_size]
-                    records = []
-                    for media, digest, existed in batch:
-                        rec = self._compute(root_path, media, digest)
-                        records.append(rec)
+                for records in self._embed_batches([t for t, _ in todo], tag):
+                    for rec in records:
                         if rec.error:
-                            report.failed.append((media.path, rec.error))
-                        elif existed:
+                            report.failed.append((rec.path, rec.error))
+                        elif existed[rec.path]:
                             report.updated += 1
                         else:
                             report.added += 1
                         report.items += len(rec.items)
-                        bar.update(1)
-                        if on_progress is not None:
-                            on_progress(bar.n, len(todo))
                     self.store.write_batch(records)
+                    bar.update(len(records))
+                    if on_progress is not None:
+                        on_progress(bar.n, len(todo))
             finally:
                 bar.close()
             self.store.collect_garbage()
+            self._save_vectors()
         report.seconds = time.perf_counter() - start_time
         return report
 
-    def _compute(self, root: Path, media: MediaFile, digest: str | None) -> FileRecord:
-        """Features of one file; an unreadable file becomes a record with its error instead of stopping the run."""
-        base = dict(root=str(root), path=media.path, kind=media.kind, size=media.size, mtime_ns=media.mtime_ns)
-        path = root / media.path
-        try:
-            if media.kind == "image":
-                image = load_image(path, max_pixels=self.config.max_pixels)
-                items: list[ItemRecord] = [self.features(image)]
-            else:
-                frames = sample_frames(
-                    path, every_s=self.config.video_every_s, max_frames=self.config.max_frames_per_video
+    def _claim_encoder(self, tag: str, reindex: bool) -> None:
+        """Refuse to mix encoders; `reindex` forgets everything stored first. Call under the lock."""
+        stored_tag = self.encoder_tag
+        if reindex or (stored_tag is not None and stored_tag != tag):
+            if not reindex:
+                raise MemoryStoreError(
+                    f"library index {self.state_dir} was built with encoder {stored_tag!r}, not {tag!r}; "
+                    "re-index it with --reindex (every photo is computed again)"
                 )
-                items = [self.features(f.image, frame=f.index, time_s=f.time_s) for f in frames]
-        except ImageError as exc:
-            return FileRecord(**base, sha1=digest, error=str(exc))
-        return FileRecord(**base, sha1=digest, items=tuple(items))
+            self.store.clear()
+            self.vectors.forget()
+        self.store.set_meta("encoder", tag)
+
+    def _embed_batches(self, tasks: list[FileTask], tag: str) -> Iterator[list[FileRecord]]:
+        """Records of `tasks`, one committed batch at a time: in this process, or in `config.workers` processes."""
+        size = self.config.batch_size
+        batches = (tasks[lo : lo + size] for lo in range(0, len(tasks), size))
+        if self.config.workers == 1 or len(tasks) <= size:
+            for batch in batches:
+                yield embed_files(batch, self.config, self.matcher)
+            return
+        from focuskit.library.embedding import encoder_tag
+
+        if encoder_tag(self.config) != tag:
+            raise ConfigError(
+                f"workers build the encoder from the library config ({encoder_tag(self.config)!r}), but this index "
+                f"uses {tag!r}; set the config's encoder options to the memory's, or use workers: 1"
+            )
+        with EmbeddingPool(self.config, self.config.workers) as pool:
+            yield from pool.map(batches)
+
+    def _save_vectors(self) -> None:
+        """Sync the vector index with what was committed and write it for the next process (under the lock)."""
+        dim = self._stored_dim()
+        if dim is not None:
+            self.vectors.sync_and_save(dim)
+
+    def _stored_dim(self) -> int | None:
+        locs = self.vectors.locations()
+        if len(locs.shards) == 0:
+            return None
+        return int(self.store.load_shard(locs.shards[0]).shape[1])
+
+    def ingest(self, batch_files: Sequence[str | Path], *, reindex: bool = False) -> IndexReport:
+        """Commit batch files written by `embedding.write_batch_file` (a cluster job's output), as `update` would
+        have committed the same records. Files already stored under the same root and path are replaced."""
+        start_time = time.perf_counter()
+        report = IndexReport(Path("."))
+        with self.store.exclusive():
+            loaded = [read_batch_file(p) for p in batch_files]
+            tags = {tag for _, tag in loaded}
+            if len(tags) > 1:
+                raise MemoryStoreError(f"batch files were made with different encoders: {', '.join(sorted(tags))}")
+            for records, tag in loaded:
+                self._claim_encoder(tag, reindex)
+                reindex = False
+                roots = {r.root for r in records}
+                if len(roots) == 1:
+                    report.root = Path(next(iter(roots)))
+                self.store.write_batch(records)
+                for rec in records:
+                    if rec.error:
+                        report.failed.append((rec.path, rec.error))
+                    else:
+                        report.added += 1
+                    report.items += len(rec.items)
+            self.store.collect_garbage()
+            self._save_vectors()
+        report.seconds = time.perf_counter() - start_time
+        return report
 
     def features(self, image: Image.Image, *, frame: int | None = None, time_s: float | None = None) -> ItemRecord:
         """The shared matcher's proposals (whole image, detector boxes, windows) and their embeddings for one image."""
-        boxes, emb = self.matcher.regions(image)
-        return ItemRecord(frame, time_s, image.width, image.height, boxes.astype(np.float32), emb)
+        return embed_image(self.matcher, image, frame=frame, time_s=time_s)
 
     def propose(self, image: Image.Image) -> np.ndarray:
         """(N, 4) boxes, N <= max_proposals (`RegionMatcher.propose`)."""
@@ -330,12 +252,17 @@ class LibraryIndex:
         *,
         root: str | Path | None = None,
         path: str | None = None,
+        exact: bool = False,
     ) -> list[Hit]:
         """Photos and frames where `concept_name` is found, best first, from the stored features only.
 
         A proposal's score is its best cosine over the concept's views; a photo is a hit when a proposal reaches
         `tau` (default `config.tau`), and its boxes are the proposals above `tau` after NMS. `root` limits the
         search to one indexed folder, `path` (relative to it) to one file.
+
+        The vector index answers (`vectors.py`); while it is exact every hit is found, past `index.exact_max`
+        vectors the photos among each view's `config.candidates` nearest proposals are (scores stay exact).
+        `exact=True`, and a `path` filter, scan the stored rows instead (the reference the benchmark checks).
         """
         views, view_tag = concept_view_embeddings(memory, concept_name)
         tag = self.encoder_tag
@@ -348,39 +275,84 @@ class LibraryIndex:
         if top is not None and top < 1:
             raise ConfigError(f"top must be >= 1, got {top}")
         key = None if root is None else str(Path(root).resolve())
+        scan = exact or path is not None
         try:
-            found = self._search(views, tau, key, path)
-        except MemoryStoreError:
+            found = self._scan(views, tau, key, path) if scan else self._query(views, tau, key, top)
+        except MemoryStoreError as exc:
+            if "dims" in str(exc):
+                raise
             # A shard can vanish under a search when a concurrent indexing run compacts it; the items read
             # again point at the new shard.
-            found = self._search(views, tau, key, path)
+            found = self._scan(views, tau, key, path) if scan else self._query(views, tau, key, top)
         found.sort(key=lambda c: (-c[0], c[1].path, c[1].frame or 0))
         # Boxes and `Hit`s only for what is returned: a common concept can match thousands of photos.
         return [self._hit(row, scores, tau) for _, row, scores in (found if top is None else found[:top])]
 
-    def _search(
+    def _check_dim(self, dim: int, views: np.ndarray) -> None:
+        if dim != views.shape[1]:
+            raise MemoryStoreError(
+                f"library embeddings have {dim} dims but the concept views {views.shape[1]}; "
+                "the library and the memory were made with different encoders"
+            )
+
+    def _query(
+        self, views: np.ndarray, tau: float, root: str | None, top: int | None
+    ) -> list[tuple[float, ItemRow, np.ndarray]]:
+        """(best score, item, its proposals' scores) of the items the vector index finds at or above `tau`."""
+        dim = self._stored_dim()
+        if dim is None:
+            return []
+        self._check_dim(dim, views)
+        with self.vectors.lock:
+            index = self.vectors.current(dim)
+            n = len(index)
+            if n == 0:
+                return []
+            k = n if not index.approximate else min(n, max(self.config.candidates, top or 0))
+            scores, ids = index.search(views, k)
+        keep = (ids >= 0) & (scores >= tau)
+        items, best = item_of(ids[keep]), scores[keep]
+        if root is not None:
+            locs = self.vectors.locations()
+            pos = np.searchsorted(locs.item_ids, items)
+            wanted = locs.roots.index(root) if root in locs.roots else -1
+            inside = (pos < len(locs.item_ids)) & (locs.root[np.minimum(pos, len(locs.root) - 1)] == wanted)
+            items, best = items[inside], best[inside]
+        if len(items) == 0:
+            return []
+        order = np.lexsort((-best, items))  # by item, best first
+        items, best = items[order], best[order]
+        first = np.concatenate([[True], items[1:] != items[:-1]])
+        items, best = items[first], best[first]
+        rank = np.argsort(-best, kind="stable")
+        if top is not None:
+            rank = rank[: max(top, 1)]
+        rows = self.store.items_by_id([int(i) for i in items[rank]])
+        views_t = np.ascontiguousarray(views.T, dtype=np.float32)
+        out = []
+        for row in rows:
+            emb = self.vectors.shard(row.shard)[row.start : row.start + row.count].astype(np.float32)
+            scores_row = (emb @ views_t).max(axis=1)
+            out.append((float(scores_row.max()), row, scores_row))
+        return out
+
+    def _scan(
         self, views: np.ndarray, tau: float, root: str | None, path: str | None
     ) -> list[tuple[float, ItemRow, np.ndarray]]:
-        """(best score, item, its proposals' scores) of every item whose best proposal reaches `tau`."""
+        """(best score, item, its proposals' scores) of every item whose best proposal reaches `tau`: every stored
+        row multiplied with the views."""
         items = self.store.items(root=root, file_path=path)
         found: list[tuple[float, ItemRow, np.ndarray]] = []
         by_shard: dict[str, list[ItemRow]] = {}
         for it in items:
             by_shard.setdefault(it.shard, []).append(it)
         views_t = np.ascontiguousarray(views.T, dtype=np.float32)
-        self._shards = {k: v for k, v in self._shards.items() if k in by_shard}
         for shard, rows in by_shard.items():
-            if shard not in self._shards:
-                self._shards[shard] = self.store.load_shard(shard)
-            emb = self._shards[shard]
-            if emb.shape[1] != views_t.shape[0]:
-                raise MemoryStoreError(
-                    f"library embeddings have {emb.shape[1]} dims but the concept views {views_t.shape[0]}; "
-                    "the library and the memory were made with different encoders"
-                )
+            emb = self.vectors.shard(shard)
+            self._check_dim(int(emb.shape[1]), views)
             starts = np.fromiter((r.start for r in rows), dtype=np.int64, count=len(rows))
             counts = np.fromiter((r.count for r in rows), dtype=np.int64, count=len(rows))
-            row_scores = _max_cosine(emb, views_t, int((starts + counts).max()))
+            row_scores = max_cosine(emb, views_t, int((starts + counts).max()))
             offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
             live = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
             scores = row_scores[live]
@@ -425,48 +397,12 @@ class LibraryIndex:
         return self.store.items(root=None if root is None else str(Path(root).resolve()))
 
 
-def _max_cosine(emb: np.ndarray, views_t: np.ndarray, rows: int, chunk: int = 65536) -> np.ndarray:
-    """Best cosine over views for the first `rows` stored float16 embeddings, (rows,).
-
-    torch multiplies the float16 rows directly (accumulating in float32), ~3x faster than converting them to float32
-    for numpy first; scores differ from a float32 product by < 1e-3.
-    """
-    import torch
-
-    views = torch.from_numpy(np.ascontiguousarray(views_t, dtype=np.float16))
-    out = np.empty(rows, dtype=np.float32)
-    with torch.inference_mode(), warnings.catch_warnings():
-        # The memory-mapped shard is read-only; torch warns that writing through the tensor would be undefined,
-        # and nothing writes to it. Wrapping it directly saves copying the whole index on every search.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        for lo in range(0, rows, chunk):
-            block = torch.from_numpy(np.asarray(emb[lo : min(rows, lo + chunk)]))
-            out[lo : lo + len(block)] = (block @ views).amax(dim=1).float().numpy()
-    return out
-
-
-def _sha1(path: Path) -> str | None:
-    digest = hashlib.sha1()
-    try:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def concept_view_embeddings(memory: Any, name: str) -> tuple[np.ndarray, str]:
-    """(V, C) unit embeddings of a concept's reference views and the tag of the encoder that made them.
-
-    Takes anything with `view_embeddings(name) -> (array, tag)` (`ConceptMemory` does), so the library can be
-    searched against other memories too.
-    """
-    if not hasattr(memory, "view_embeddings"):
-        raise TypeError(f"{type(memory).__name__} is not a concept memory (no view_embeddings)")
-    emb, tag = memory.view_embeddings(name)
-    emb = np.asarray(emb, dtype=np.float32).reshape(len(emb), -1)
-    if len(emb) == 0:
-        raise MemoryStoreError(f"concept {name!r} has no reference views to search with")
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return emb / np.maximum(norms, 1e-12), str(tag)
+__all__ = [
+    "DEFAULT_TAU",
+    "ConceptViews",
+    "Hit",
+    "IndexReport",
+    "LibraryConfig",
+    "LibraryIndex",
+    "concept_view_embeddings",
+]

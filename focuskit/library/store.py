@@ -7,6 +7,8 @@ Layout of a state directory:
     library.sqlite          files (root, relative path, size, mtime, status), items (one per photo or video frame:
                             its proposal boxes and where its embeddings sit), meta (encoder tag, format version)
     shards/<uuid>.npy       float16 (rows, dim) embeddings of one indexing batch, written atomically
+    vectors.index           the search index over every stored embedding (`focuskit.library.vectors`), a cache
+                            rebuilt from the shards whenever its `generation` is not the database's
 
 Why this split: the embeddings are the bulk (a 10k-photo library holds ~1M proposal vectors) and search wants them
 as contiguous matrices it can memory-map and multiply, which SQLite blobs are not; everything else is small,
@@ -23,14 +25,26 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from focuskit.core.errors import MemoryStoreError
 from focuskit.core.io import atomic_open
 from focuskit.core.state import LOCK_FILE, SQLiteState
+from focuskit.library.records import FileRecord, ItemLocations, ItemRecord, ItemRow, StoredFile
+
+__all__ = [
+    "DB_NAME",
+    "SHARD_DIR",
+    "FileRecord",
+    "ItemLocations",
+    "ItemRecord",
+    "ItemRow",
+    "LibraryStore",
+    "StoredFile",
+]
 
 FORMAT_NAME = "focuskit-library-index"
 FORMAT_VERSION = 1
@@ -70,64 +84,11 @@ CREATE INDEX IF NOT EXISTS items_shard ON items(shard);
 """
 
 
-@dataclass(frozen=True)
-class StoredFile:
-    id: int
-    root: str
-    path: str
-    kind: str
-    size: int
-    mtime_ns: int
-    sha1: str | None
-    status: str
-    error: str | None
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """What an indexing batch produced for one photo or video frame, before it gets row numbers in a shard."""
-
-    frame: int | None
-    time_s: float | None
-    width: int
-    height: int
-    boxes: np.ndarray
-    """(N, 4) float32 xyxy pixels of the proposals."""
-    embeddings: np.ndarray
-    """(N, dim) L2-normalised embeddings, one per proposal."""
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One file's outcome in a batch: its items, or the reason it could not be indexed."""
-
-    root: str
-    path: str
-    kind: str
-    size: int
-    mtime_ns: int
-    sha1: str | None
-    items: tuple[ItemRecord, ...] = ()
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    """A stored item: where its embeddings sit in which shard, and its proposal boxes."""
-
-    id: int
-    file_id: int
-    root: str
-    path: str
-    kind: str
-    frame: int | None
-    time_s: float | None
-    width: int
-    height: int
-    shard: str
-    start: int
-    count: int
-    boxes: np.ndarray
+def _bump(db: sqlite3.Connection, key: str) -> None:
+    """Count a change in meta[key], in the caller's transaction (the vector index compares these counters)."""
+    db.execute(
+        "INSERT INTO meta VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,)
+    )
 
 
 class LibraryStore:
@@ -197,6 +158,7 @@ class LibraryStore:
             return
         with self.connect() as db:
             db.executemany("DELETE FROM files WHERE id = ?", [(i,) for i in file_ids])
+            _bump(db, "generation")
 
     def touch_file(self, file_id: int, size: int, mtime_ns: int) -> None:
         """Record a new stat for a file whose content hash did not change (copied, touched, restored)."""
@@ -208,6 +170,7 @@ class LibraryStore:
         with self.connect() as db:
             db.execute("DELETE FROM items")
             db.execute("DELETE FROM files")
+            _bump(db, "generation")
 
     # --- batches ------------------------------------------------------------------------------------------
     def write_batch(self, records: list[FileRecord]) -> None:
@@ -220,6 +183,7 @@ class LibraryStore:
                 np.save(fh, embeddings, allow_pickle=False)
         now = time.time()
         with self.connect() as db:
+            _bump(db, "generation")
             start = 0
             for rec in records:
                 db.execute("DELETE FROM files WHERE root = ? AND path = ?", (rec.root, rec.path))
@@ -278,6 +242,50 @@ class LibraryStore:
         with self.connect() as db:
             rows = db.execute(query, args).fetchall()
         return [ItemRow(*r[:12], np.frombuffer(r[12], dtype=np.float32).reshape(-1, 4)) for r in rows]
+
+    def items_by_id(self, item_ids: list[int]) -> list[ItemRow]:
+        """The stored items with these ids, in that order (ids no longer stored are skipped)."""
+        if not item_ids:
+            return []
+        query = (
+            "SELECT i.id, i.file_id, f.root, f.path, f.kind, i.frame, i.time_s, i.width, i.height, i.shard, i.start, "
+            "i.count, i.boxes FROM items i JOIN files f ON f.id = i.file_id WHERE i.id IN "
+        )
+        rows: dict[int, ItemRow] = {}
+        with self.connect() as db:
+            for lo in range(0, len(item_ids), 500):  # SQLite's bound-parameter limit
+                chunk = [int(i) for i in item_ids[lo : lo + 500]]
+                for r in db.execute(query + f"({','.join('?' * len(chunk))})", chunk):
+                    rows[int(r[0])] = ItemRow(*r[:12], np.frombuffer(r[12], dtype=np.float32).reshape(-1, 4))
+        return [rows[int(i)] for i in item_ids if int(i) in rows]
+
+    def versions(self) -> tuple[int, int]:
+        """(generation, layout): counters of content changes (items added or removed) and of shard rewrites."""
+        with self.connect() as db:
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'layout')").fetchall())
+        return int(meta.get("generation", 0)), int(meta.get("layout", 0))
+
+    def locations(self) -> tuple[ItemLocations, tuple[int, int]]:
+        """Every item's shard rows and root, read in one transaction with the `versions` they belong to."""
+        with self.connect() as db:
+            meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'layout')").fetchall())
+            rows = db.execute(
+                "SELECT i.id, i.shard, i.start, i.count, f.root FROM items i JOIN files f ON f.id = i.file_id "
+                "ORDER BY i.id"
+            ).fetchall()
+        shards: dict[str, int] = {}
+        roots: dict[str, int] = {}
+        cols = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
+        shard_pos = [shards.setdefault(s, len(shards)) for s in cols[1]]
+        root_pos = [roots.setdefault(r, len(roots)) for r in cols[4]]
+
+        def ints(values: Any) -> np.ndarray:
+            return np.asarray(values, dtype=np.int64).reshape(-1)
+
+        locs = ItemLocations(
+            ints(cols[0]), ints(shard_pos), ints(cols[2]), ints(cols[3]), ints(root_pos), list(shards), list(roots)
+        )
+        return locs, (int(meta.get("generation", 0)), int(meta.get("layout", 0)))
 
     def load_shard(self, shard: str) -> np.ndarray:
         """The (rows, dim) float16 embeddings of a shard, memory-mapped (the OS page cache does the caching)."""
@@ -358,5 +366,6 @@ class LibraryStore:
                 with atomic_open(self.shard_dir / f"{new}.npy", "wb") as fh:
                     np.save(fh, np.concatenate(parts, 0), allow_pickle=False)
             db.executemany("UPDATE items SET shard = ?, start = ? WHERE id = ?", updates)
+            _bump(db, "layout")
         for shard in shards:
             (self.shard_dir / f"{shard}.npy").unlink(missing_ok=True)

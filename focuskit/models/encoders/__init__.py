@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from focuskit.core.errors import ConfigError
+from focuskit.core.registry import Registry
 from focuskit.models.encoders.base import Encoder, FeatureMap, TorchEncoder, l2_normalize
 
-__all__ = ["Encoder", "FeatureMap", "TorchEncoder", "create_encoder", "l2_normalize", "list_encoders"]
+__all__ = ["ENCODERS", "Encoder", "FeatureMap", "TorchEncoder", "create_encoder", "l2_normalize", "list_encoders"]
 
 
 def _mobilenetv2(**kwargs: Any) -> Encoder:
@@ -40,37 +40,39 @@ def _clip(**kwargs: Any) -> Encoder:
 
 
 # Builders import their module lazily: asking for MobileNetV2 must not import transformers.
-_BUILDERS: dict[str, Callable[..., Encoder]] = {
-    "mobilenetv2": _mobilenetv2,
-    "efficientnet_lite0": _efficientnet_lite0,
-    "dinov2": _dinov2,
-    "clip": _clip,
-}
+ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
+for _name, _builder in (
+    ("mobilenetv2", _mobilenetv2),
+    ("efficientnet_lite0", _efficientnet_lite0),
+    ("dinov2", _dinov2),
+    ("clip", _clip),
+):
+    ENCODERS.register(_name, _builder)
 
 
 def list_encoders() -> list[str]:
-    return list(_BUILDERS)
+    return list(ENCODERS.names())
 
 
 def create_encoder(name: str = "mobilenetv2", **kwargs: Any) -> Encoder:
     """Build an encoder by name. kwargs go to its constructor (`layer`, `input_size`, `model`, `model_config` ...).
 
     `parts=g` (with `part_weight`, default 0.3, and `part_channels`) wraps it in a `PartsEncoder`: region embeddings
-    become the whole box plus a g x g layout grid in one vector (see `focuskit.models.encoders.parts`).
+    become the whole box plus a g x g layout grid in one vector (see `focuskit.models.encoders.parts`). `colour=w`
+    appends the region's colour histogram with weight w (`focuskit.models.encoders.colour`), after any parts.
 
     Raises `ConfigError` for an unknown name or option, `ModelError` when its weights package is not installed.
     """
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(list_encoders())}")
+    ENCODERS.lookup(name)  # an unknown name fails before any wrapper is built
+    if "colour" in kwargs:
+        from focuskit.models.encoders.colour import ColourEncoder
+
+        weight = kwargs.pop("colour")
+        return ColourEncoder(create_encoder(name, **kwargs), colour_weight=float(weight))
     parts = {k: kwargs.pop(k) for k in ("parts", "part_weight", "part_channels") if k in kwargs}
     if parts:
         from focuskit.models.encoders.parts import PartsEncoder
 
         grid = parts.pop("parts", 3)
         return PartsEncoder(create_encoder(name, **kwargs), grid=int(grid), **parts)
-    try:
-        return _BUILDERS[name](**kwargs)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise ConfigError(f"encoder {name!r}: {exc}") from None
-        raise
+    return ENCODERS.create(name, **kwargs)

@@ -13,9 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from focuskit.core.errors import ConfigError
+from focuskit.core.registry import Registry
 
-__all__ = ["Proposer", "create_proposer", "list_proposers"]
+__all__ = ["PROPOSERS", "Proposer", "create_proposer", "list_proposers"]
 
 
 @runtime_checkable
@@ -37,20 +37,15 @@ def _windows(**kwargs: Any) -> Proposer:
     return WindowProposer(**kwargs)
 
 
-_BUILDERS: dict[str, Callable[..., Proposer]] = {"ssd": _ssd, "windows": _windows}
+PROPOSERS: Registry[Callable[..., Proposer]] = Registry("proposer")
+PROPOSERS.register("ssd", _ssd)
+PROPOSERS.register("windows", _windows)
 
 
 def list_proposers() -> list[str]:
-    return list(_BUILDERS)
+    return PROPOSERS.names()
 
 
 def create_proposer(name: str = "ssd", **kwargs: Any) -> Proposer:
     """Build a proposer by name; kwargs go to its constructor. Unknown names or options raise `ConfigError`."""
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown proposer {name!r}; available: {', '.join(list_proposers())}")
-    try:
-        return _BUILDERS[name](**kwargs)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise ConfigError(f"proposer {name!r}: {exc}") from None
-        raise
+    return PROPOSERS.create(name, **kwargs)

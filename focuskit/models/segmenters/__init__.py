@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from focuskit.core.errors import ConfigError
+from focuskit.core.registry import Registry
 from focuskit.models.segmenters.base import Segmenter, masks_for_boxes
 
-__all__ = ["Segmenter", "create_grounding_dino", "create_segmenter", "list_segmenters", "masks_for_boxes"]
+__all__ = ["SEGMENTERS", "Segmenter", "create_grounding_dino", "create_segmenter", "list_segmenters", "masks_for_boxes"]
 
 
 def _grabcut(**kwargs: Any) -> Segmenter:
@@ -46,28 +47,18 @@ def _grounded_sam(*, detector: Any | None = None, detector_kwargs: dict[str, Any
     return seg
 
 
-_BUILDERS: dict[str, Callable[..., Segmenter]] = {
-    "grabcut": _grabcut,
-    "box": _box,
-    "sam": _sam,
-    "grounded_sam": _grounded_sam,
-}
+SEGMENTERS: Registry[Callable[..., Segmenter]] = Registry("segmenter")
+for _name, _builder in (("grabcut", _grabcut), ("box", _box), ("sam", _sam), ("grounded_sam", _grounded_sam)):
+    SEGMENTERS.register(_name, _builder)
 
 
 def list_segmenters() -> list[str]:
-    return list(_BUILDERS)
+    return SEGMENTERS.names()  # registration order: grabcut (the default) first
 
 
 def create_segmenter(name: str = "grabcut", **kwargs: Any) -> Segmenter:
     """Build a segmenter by name; kwargs go to its constructor. Unknown names or options raise `ConfigError`."""
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown segmenter {name!r}; available: {', '.join(list_segmenters())}")
-    try:
-        return _BUILDERS[name](**kwargs)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise ConfigError(f"segmenter {name!r}: {exc}") from None
-        raise
+    return SEGMENTERS.create(name, **kwargs)
 
 
 def create_grounding_dino(**kwargs: Any) -> Any:
