@@ -79,9 +79,10 @@ def test_shipped_pekit_config_is_the_defaults() -> None:
     shipped = load_config(PeKitConfig, Path(__file__).resolve().parent.parent / "configs" / "pekit.yaml")
     default = PeKitConfig()
     # The YAML spells out the encoder's and proposer's own defaults; they must build the same encoder and proposer.
-    assert create_encoder(shipped.encoder.name, **shipped.encoder.options).name == create_encoder(
-        default.encoder.name, **default.encoder.options
-    ).name
+    assert (
+        create_encoder(shipped.encoder.name, **shipped.encoder.options).name
+        == create_encoder(default.encoder.name, **default.encoder.options).name
+    )
     proposer = vars(create_proposer(default.proposer.name, **default.proposer.options))
     assert all(proposer[k] == v for k, v in shipped.proposer.options.items())
     assert dataclasses.replace(shipped, encoder=default.encoder, proposer=default.proposer) == default

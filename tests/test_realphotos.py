@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from focuskit.data.realphotos import realphotos_episodes
 from focuskit.core.box import iou
 from focuskit.core.episode import Episode
 from focuskit.data.episodes_jsonl import load_episodes
+from focuskit.data.realphotos import realphotos_episodes
 from focuskit.localizers import create_localizer
 
 ROOT = Path(__file__).resolve().parents[1]
