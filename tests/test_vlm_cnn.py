@@ -190,3 +190,42 @@ def test_prefix_cache_and_explain(tmp_path: Path, episodes_file: Path) -> None:
     eager = load_vlm(directory, dtype="float32", attn_implementation="eager")
     report = explain_episode(eager, episode, answer="target", layers="all")
     assert report is not None
+
+
+def test_position_embedding_tells_identical_patches_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens whose CNN features are identical come out identical from the bare projector; the position embedding
+    makes each say where in the image it is (what box text, in image coordinates, must be bound to)."""
+    rows = {}
+    for pos in (False, True):
+        b = build_cnn_vlm(CNNVLMConfig(num_layers=1, max_pixels=112 * 112, position_embedding=pos, cnn_scale=1.0))
+        tower = vision_tower(b.model)
+        monkeypatch.setattr(tower, "cnn_features", lambda image, grid_hw: torch.ones(grid_hw[0] * grid_hw[1], 96))
+        pixels, grid = _pixels(b, [_image(5, (112, 112))])
+        with torch.no_grad():
+            rows[pos] = tower(pixels, grid).pooler_output
+    assert rows[False].shape == rows[True].shape == (16, 64)
+    assert torch.allclose(rows[False], rows[False][:1].expand(16, -1))
+    assert torch.cdist(rows[True], rows[True]).fill_diagonal_(1.0).min() > 1e-3  # all 16 tokens differ
+
+
+def test_saved_features_are_reused_without_running_the_cnn(bundle: VLMBundle, tmp_path: Path) -> None:
+    from focuskit.models.vlms.cnn_qwen2_vl import clear_shared_features, load_features, save_features
+
+    tower = vision_tower(bundle.model)
+    tower.clear_cache()
+    pixels, grid = _pixels(bundle, [_image(7), _image(8)])
+    with torch.no_grad():
+        expected = tower(pixels, grid).last_hidden_state
+    assert save_features(bundle.model, tmp_path / "f.pt") == 2
+    tower.clear_cache()
+    try:
+        assert load_features(tmp_path / "f.pt") == 2
+        calls = []
+        hook = tower.trunk.register_forward_hook(lambda *a: calls.append(1))
+        with torch.no_grad():
+            got = tower(pixels, grid).last_hidden_state
+        hook.remove()
+        assert calls == [] and torch.equal(got, expected)
+    finally:
+        clear_shared_features()
+        tower.clear_cache()
