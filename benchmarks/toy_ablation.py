@@ -36,21 +36,62 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def real_photos(model: Path) -> dict[str, object]:
+    """`focuskit eval` on the built-in real-photo episodes: the toy checkpoint (`--engine vlm`) and `matching`."""
+    import subprocess
+
+    from focuskit.data.realphotos import realphotos_episodes
+
+    if not (model / "config.json").is_file():
+        _fail(f"{model} is not a checkpoint directory (no config.json); make one with --train-only --save DIR")
+    out: dict[str, object] = {"episodes": str(realphotos_episodes())}
+    with tempfile.TemporaryDirectory() as tmp:
+        for engine, extra in (("vlm", ["--model", str(model)]), ("matching", [])):
+            path = Path(tmp) / f"{engine}.json"
+            cli = [sys.executable, "-c", "from focuskit.cli.main import main; main()"]
+            cmd = [*cli, "eval", "--episodes", str(realphotos_episodes()), "--engine", engine, "--shots", "1,2,4",
+                   "--out", str(path), *extra]  # fmt: skip
+            subprocess.run(cmd, check=True)
+            data = json.loads(path.read_text())
+            out[engine] = {k: v for k, v in data.items() if k != "predictions"}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="<= 10 min on 2 cores: base and SFT rows, k=4")
+    mode.add_argument("--smoke", action="store_true", help="seconds-scale check of every code path (numbers: noise)")
     mode.add_argument("--gpu", action="store_true", help="GPU preset (bf16, bigger model); needs CUDA")
     parser.add_argument("--train-only", action="store_true", help="train the best recipe (SFT row) and save it")
     parser.add_argument("--save", type=Path, default=None, help="with --train-only: checkpoint directory to write")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     parser.add_argument("--rows", nargs="+", default=None, help="override the preset's rows (e.g. sft sft_grpo)")
     parser.add_argument("--no-grid", action="store_true", help="skip the lambda x margin grid")
+    parser.add_argument("--perf", action="store_true", help="only measure attention-loss overhead and cache speedup")
+    parser.add_argument(
+        "--real-photos",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="only evaluate checkpoint DIR and the matching engine on the built-in real photos",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and models here (default: temporary)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    preset = PRESETS["quick" if args.quick else "gpu" if args.gpu else "full"]
+    if args.perf:
+        from benchmarks.toy.perf import measure
+
+        with tempfile.TemporaryDirectory(prefix="toy_perf_") as tmp:
+            perf = measure(Path(tmp))
+        print(json.dumps(perf, indent=1))
+        atomic_write_json(args.out / "toy_perf.json", perf)
+        return
+    if args.real_photos is not None:
+        atomic_write_json(args.out / "toy_realphotos.json", real_photos(args.real_photos))
+        return
+    preset = PRESETS["quick" if args.quick else "gpu" if args.gpu else "smoke" if args.smoke else "full"]
     if args.gpu:
         import torch
 

@@ -47,13 +47,19 @@ def _eval(model: str, eval_file: str, shots: tuple[int, ...]) -> dict[str, Any]:
     return evaluate_fast(model, load_episodes(Path(eval_file)), shots)
 
 
+def attention_k(preset: Preset) -> int:
+    """Layers in "first k" / "last k": the paper's 5 of 28; here half the model (5 of 6 would be "all")."""
+    return max(1, min(5, preset.model["num_layers"] // 2))
+
+
 def attention_settings(name: str, preset: Preset) -> dict[str, Any] | None:
     """The attention-loss fields of row `name` (None: no attention loss)."""
+    k = attention_k(preset)
     if name.startswith("sft_attn_"):
-        return {**preset.attention, "layers": ATTN_LAYERS[name.removeprefix("sft_attn_")], "k": 5}
+        return {"k": k, **preset.attention, "layers": ATTN_LAYERS[name.removeprefix("sft_attn_")]}
     if name.startswith("grid_"):
         lam, margin = name.removeprefix("grid_l").split("_m")
-        return {**preset.attention, "layers": "first_k", "k": 5, "weight": float(lam), "margin": float(margin)}
+        return {"k": k, **preset.attention, "layers": "first_k", "weight": float(lam), "margin": float(margin)}
     return None
 
 

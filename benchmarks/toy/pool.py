@@ -45,26 +45,29 @@ class PoolFrame:
 class PoolInstance:
     shape: str
     frames: tuple[PoolFrame, ...]
-    color_word: str
+    alone: tuple[tuple[PoolFrame, ...], ...] = ()
+    """Per object (target, then look-alikes): frames showing that object alone (for clean-support episodes)."""
 
 
-def render_pool(config: SynthConfig, out_dir: Path, instances: int, frames: int) -> list[PoolInstance]:
+def render_pool(config: SynthConfig, out_dir: Path, instances: int, frames: int, alone: int = 0) -> list[PoolInstance]:
     """Render `instances` targets (each with `config.objects - 1` look-alikes) in `frames` poses each, as PNGs.
 
-    `out_dir/pool.json` records the boxes; a later call with the same arguments reuses the frames.
+    `alone` > 0 also renders, per object, that many frames showing it without its look-alikes (own random stream,
+    so the shared frames do not change). `out_dir/pool.json` records the boxes; a later call with the same
+    arguments reuses the frames.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "pool.json"
-    key = {"config": repr(config), "instances": instances, "frames": frames}
+    key = {"config": repr(config), "instances": instances, "frames": frames, "alone": alone}
     if index.is_file():
         saved = json.loads(index.read_text())
         if saved["key"] == key:
+
+            def frames_of(items: list[dict]) -> tuple[PoolFrame, ...]:
+                return tuple(PoolFrame(out_dir / f["file"], tuple(Box(*b) for b in f["boxes"])) for f in items)
+
             return [
-                PoolInstance(
-                    inst["shape"],
-                    tuple(PoolFrame(out_dir / f["file"], tuple(Box(*b) for b in f["boxes"])) for f in inst["frames"]),
-                    "",
-                )
+                PoolInstance(inst["shape"], frames_of(inst["frames"]), tuple(frames_of(a) for a in inst["alone"]))
                 for inst in saved["instances"]
             ]
     backgrounds = BackgroundMaker()
@@ -79,17 +82,33 @@ def render_pool(config: SynthConfig, out_dir: Path, instances: int, frames: int)
         for j in range(frames):
             img, boxes = render_frame(config, shape, [target, *lookalikes], rng, backgrounds)
             path = out_dir / f"s{config.seed}_{i:06d}_{j}.png"
-            buf = io.BytesIO()
-            img.save(buf, format="PNG", compress_level=1)  # fast: these frames are scratch data
-            atomic_write_bytes(path, buf.getvalue())
+            _write_png(img, path)
             rendered.append(PoolFrame(path, tuple(boxes)))
-        pool.append(PoolInstance(shape, tuple(rendered), ""))
-    record = [
-        {"shape": p.shape, "frames": [{"file": f.path.name, "boxes": [b.as_list() for b in f.boxes]} for f in p.frames]}
-        for p in pool
-    ]
+        solo = []
+        if alone:
+            rng_alone = np.random.default_rng([config.seed, i, 1])
+            for o, app in enumerate([target, *lookalikes]):
+                own = []
+                for j in range(alone):
+                    img, boxes = render_frame(config, shape, [app], rng_alone, backgrounds)
+                    path = out_dir / f"s{config.seed}_{i:06d}_o{o}_{j}.png"
+                    _write_png(img, path)
+                    own.append(PoolFrame(path, tuple(boxes)))
+                solo.append(tuple(own))
+        pool.append(PoolInstance(shape, tuple(rendered), tuple(solo)))
+
+    def rec(items: tuple[PoolFrame, ...]) -> list[dict]:
+        return [{"file": f.path.name, "boxes": [b.as_list() for b in f.boxes]} for f in items]
+
+    record = [{"shape": p.shape, "frames": rec(p.frames), "alone": [rec(a) for a in p.alone]} for p in pool]
     atomic_write_text(index, json.dumps({"key": key, "instances": record}))
     return pool
+
+
+def _write_png(img: object, path: Path) -> None:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)  # type: ignore[attr-defined]  # fast: scratch data
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def sample_episodes(
@@ -102,6 +121,7 @@ def sample_episodes(
     prefix: str = "ep",
     distinct: bool = False,
     swap_roles: bool = False,
+    clean_rate: float = 0.0,
 ) -> list[Episode]:
     """`n` episodes: an instance, then k in [shots] supports and one query drawn without replacement from its frames.
 
@@ -119,13 +139,20 @@ def sample_episodes(
         q = sup[rng.randrange(k)] if copy else inst.frames[order[k]]
         role = rng.randrange(len(q.boxes)) if swap_roles else 0
         others = [b.as_list() for i, b in enumerate(q.boxes) if i != role]
+        clean = bool(inst.alone) and not copy and rng.random() < clean_rate
+        if clean:
+            sup = rng.sample(inst.alone[role], min(k, len(inst.alone[role])))
+            k = len(sup)
+            role_box = 0  # the object alone: its only box
+        else:
+            role_box = role
         out.append(
             Episode(
                 id=f"{prefix}-{e:06d}",
-                supports=tuple(Support(f.path, f.boxes[role]) for f in sup),
+                supports=tuple(Support(f.path, f.boxes[role_box]) for f in sup),
                 query_image=q.path,
                 query_box=q.boxes[role],
-                meta={"shape": inst.shape, "copy": copy, "role": role, "query_distractors": others},
+                meta={"shape": inst.shape, "copy": copy, "clean": clean, "role": role, "query_distractors": others},
             )
         )
     return out

@@ -80,3 +80,12 @@ GPU = Preset(
 """Never run by CI or in this repository's CPU sessions: no GPU was available when it was written (see docs)."""
 
 PRESETS = {p.name: p for p in (QUICK, FULL, GPU)}
+
+SMOKE = Preset(
+    name="smoke", model={**SMALL, "num_layers": 2}, pre_instances=6, pre_steps=3, train_instances=8, sft_steps=4,
+    eval_episodes=8, grpo_steps=2, seeds=(0, 1), rows=("sft", "sft_attn_first5", "sft_grpo"), grid=((0.05, 0.25),),
+    curve_points=2, batch_size=2,
+)  # fmt: skip
+"""Seconds-scale run of every code path (tests and `--smoke`); its numbers mean nothing."""
+
+PRESETS["smoke"] = SMOKE

@@ -97,13 +97,14 @@ def sft_stage(start: str | Path, stage: Stage, out: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     attention = AttentionLossConfig(**stage.attention) if stage.attention else AttentionLossConfig(enabled=False)
-    config = SFTConfig(
-        model=str(start), data=[stage.data], lora=LoraSettings() if stage.lora else None, attention_loss=attention,
-        max_steps=stage.steps, learning_rate=stage.lr, per_device_train_batch_size=stage.batch_size,
-        warmup_steps=0.03, max_grad_norm=1.0, cache_encoded=False, output_dir=str(out),
-        logging_steps=max(1, stage.steps // 25), save_strategy="no", disable_tqdm=True, report_to="none",
-        seed=stage.seed, bf16=stage.bf16, **stage.extra,
-    )  # fmt: skip
+    fields: dict[str, Any] = {
+        "model": str(start), "data": [stage.data], "lora": LoraSettings() if stage.lora else None,
+        "attention_loss": attention, "max_steps": stage.steps, "learning_rate": stage.lr,
+        "per_device_train_batch_size": stage.batch_size, "warmup_steps": 0.03, "max_grad_norm": 1.0,
+        "cache_encoded": False, "output_dir": str(out), "logging_steps": max(1, stage.steps // 25),
+        "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "seed": stage.seed, "bf16": stage.bf16,
+    }  # fmt: skip
+    config = SFTConfig(**{**fields, **stage.extra})
     result = train_sft(config)
     curves = {key: result.series(key) for key in ("lm_loss", "attn_loss", "attn_margin")}
     steps = [int(e["step"]) for e in result.log_history if "lm_loss" in e]

@@ -21,9 +21,9 @@ LABELS = {
     "grpo": "+ GRPO",
     "sft": "+ SFT",
     "sft_grpo": "+ SFT + GRPO",
-    "sft_attn_first5": "+ SFT + Attn (first 5)",
-    "sft_attn_first5_grpo": "+ SFT + Attn (first 5) + GRPO",
-    "sft_attn_last5": "+ SFT + Attn (last 5)",
+    "sft_attn_first5": "+ SFT + Attn (first k)",
+    "sft_attn_first5_grpo": "+ SFT + Attn (first k) + GRPO",
+    "sft_attn_last5": "+ SFT + Attn (last k)",
     "sft_attn_all": "+ SFT + Attn (all layers)",
 }
 COMPARISONS = [
