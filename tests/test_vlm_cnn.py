@@ -47,7 +47,7 @@ def _pixels(bundle: VLMBundle, images: list[Image.Image]) -> tuple[torch.Tensor,
     return out["pixel_values"], out["image_grid_thw"]
 
 
-def test_is_a_qwen2_vl_with_a_frozen_cnn_and_a_trainable_projector(bundle: VLMBundle) -> None:
+def test_is_a_qwen2_vl_with_a_frozen_cnn_and_a_trainable_projector_and_position_embedding(bundle: VLMBundle) -> None:
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     assert isinstance(bundle.model, Qwen2VLForConditionalGeneration)
@@ -55,7 +55,7 @@ def test_is_a_qwen2_vl_with_a_frozen_cnn_and_a_trainable_projector(bundle: VLMBu
     tower = vision_tower(bundle.model)
     assert tower is bundle.model.model.visual and tower.spatial_merge_size == 2
     trainable = {n.split(".")[2] for n, p in bundle.model.named_parameters() if p.requires_grad and ".visual." in n}
-    assert trainable == {"projector"}
+    assert trainable == {"projector", "position"}
     assert not any(p.requires_grad for p in tower.trunk.parameters())
     bundle.model.train()
     assert not tower.trunk.training and tower.projector.training  # BatchNorm statistics never move
@@ -130,7 +130,7 @@ def test_config_checks() -> None:
 
 def test_sft_with_attention_loss_then_grpo(tmp_path: Path, episodes_file: Path) -> None:
     """The FOCUS recipe end to end on the new family: full-FT SFT with the attention loss, then LoRA GRPO."""
-    from focuskit.training.grpo_config import GRPOConfig
+    from focuskit.training.grpo_config import FocusGRPOConfig
     from focuskit.training.run_grpo import train_grpo
     from focuskit.training.run_sft import train_sft
     from focuskit.training.sft_config import AttentionLossConfig, SFTConfig
@@ -146,10 +146,11 @@ def test_sft_with_attention_loss_then_grpo(tmp_path: Path, episodes_file: Path) 
             output_dir=str(tmp_path / "sft"),
             attention_loss=AttentionLossConfig(enabled=True, layers="first_k", k=1),
             max_steps=2,
-            batch_size=2,
+            per_device_train_batch_size=2,
             learning_rate=1e-3,
-            save_steps=10**9,
-            progress_bar=False,
+            save_strategy="no",
+            disable_tqdm=True,
+            report_to="none",
             logging_steps=1,
         )
     )
@@ -158,16 +159,18 @@ def test_sft_with_attention_loss_then_grpo(tmp_path: Path, episodes_file: Path) 
     tower = vision_tower(trained.model)
     assert all(torch.equal(v, trunk_before[k]) for k, v in tower.trunk.state_dict().items())
     grpo = train_grpo(
-        GRPOConfig(
+        FocusGRPOConfig(
             model=str(sft.final_model),
             data=[str(episodes_file)],
             output_dir=str(tmp_path / "grpo"),
             max_steps=1,
-            batch_size=2,
-            group_size=2,
-            max_new_tokens=6,
+            per_device_train_batch_size=2,
+            num_generations=2,
+            max_completion_length=6,
             save_merged=True,
-            progress_bar=False,
+            save_strategy="no",
+            disable_tqdm=True,
+            report_to="none",
         )
     )
     assert load_vlm(grpo.final_model).family == "qwen2_vl"

@@ -158,14 +158,14 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
     runs = workdir / "runs"
     ctx = multiprocessing.get_context("spawn")
     sft_names = [r for r in preset.rows if not r.endswith("_grpo") and r != "grpo"]
-    sft_names += [f"grid_l{lam}_m{m}" for lam, m in preset.grid]
+    grid_names = [f"grid_l{lam}_m{m}" for lam, m in preset.grid]
     follow = {r.removesuffix("_grpo"): r for r in preset.rows if r.endswith("_grpo")}
     with cf.ProcessPoolExecutor(preset.workers, mp_context=ctx, initializer=_init_worker,
                                 initargs=(preset.threads, str(feats))) as pool:  # fmt: skip
         pending: dict[cf.Future[dict[str, Any]], str] = {}
         pending[pool.submit(job_eval, "base", base["model"], files["eval"], preset, 0)] = "base"
         for seed in preset.seeds:
-            for name in sft_names:
+            for name in sft_names + (grid_names if seed == preset.seeds[0] else []):
                 out = str(runs / f"{name}_s{seed}")
                 fut = pool.submit(job_sft, name, base["model"], files["train"], files["eval"], out, preset, seed)
                 pending[fut] = name

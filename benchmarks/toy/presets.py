@@ -23,7 +23,7 @@ class Preset:
     seeds: tuple[int, ...] = (0,)
     rows: tuple[str, ...] = ("sft",)
     grid: tuple[tuple[float, float], ...] = ()
-    """(lambda, margin) pairs for the attention-loss grid (first 5 layers)."""
+    """(lambda, margin) pairs for the attention-loss grid (first k layers), run for the first seed only."""
     frames: int = 6
     """Poses rendered per instance; episodes are ordered subsets of them."""
     objects: int = 2
@@ -55,12 +55,13 @@ SMALL = {
 }  # fmt: skip
 
 QUICK = Preset(
-    name="quick", model=SMALL, pre_instances=300, pre_steps=300, train_instances=700, sft_steps=900,
+    name="quick", model=SMALL, pre_instances=300, pre_steps=800, train_instances=700, sft_steps=800,
     eval_episodes=200, grpo_steps=0, rows=("sft",), shots=(4,), curve_points=3,
 )  # fmt: skip
+"""Run R1 of docs/toy_ablation.md (the best measured so far: pick 50.5%, mIoU 22.0 at k=4)."""
 
 FULL = Preset(
-    name="full", model=SMALL, pre_instances=300, pre_steps=300, train_instances=1200, sft_steps=1200,
+    name="full", model=SMALL, pre_instances=300, pre_steps=800, train_instances=1200, sft_steps=800,
     eval_episodes=300, grpo_steps=40, seeds=(0, 1, 2),
     rows=("sft", "sft_attn_first5", "sft_attn_last5", "sft_attn_all", "grpo", "sft_grpo", "sft_attn_first5_grpo"),
     grid=tuple((lam, m) for lam in (0.025, 0.05, 0.075) for m in (0.01, 0.25, 1.0)),

@@ -117,15 +117,16 @@ def sft_stage(start: str | Path, stage: Stage, out: Path) -> dict[str, Any]:
 
 
 def grpo_stage(start: str | Path, data: str, out: Path, *, steps: int, lr: float, seed: int) -> dict[str, Any]:
-    """GRPO (LoRA r=8, reference = adapter-disabled model, reward IoU + format) through the project's entry point."""
-    from focuskit.training.grpo_config import GRPOConfig
+    """GRPO (TRL-based `train_grpo`: LoRA r=8, reference = adapter-disabled start model, reward IoU + format)."""
+    from focuskit.training.grpo_config import FocusGRPOConfig
     from focuskit.training.run_grpo import train_grpo
 
     t0 = time.perf_counter()
-    config = GRPOConfig(
-        model=str(start), data=[data], output_dir=str(out), group_size=4, batch_size=8, max_steps=steps,
-        learning_rate=lr, lr_scheduler="constant_with_warmup", max_new_tokens=24, temperature=1.0, beta=0.04,
-        save_merged=True, cache_encoded=False, progress_bar=False, seed=seed,
+    config = FocusGRPOConfig(
+        model=str(start), data=[data], output_dir=str(out), num_generations=4, per_device_train_batch_size=8,
+        max_steps=steps, learning_rate=lr, lr_scheduler_type="constant_with_warmup", max_completion_length=24,
+        temperature=1.0, beta=0.04, save_merged=True, cache_encoded=False, disable_tqdm=True, report_to="none",
+        save_strategy="no", seed=seed,
     )  # fmt: skip
     result = train_grpo(config)
     curves = {key: result.series(key) for key in ("reward", "iou", "kl", "box_area_ratio")}

@@ -4,7 +4,8 @@ No ViT weights install offline, and a randomly initialised tiny ViT never sees f
 the same shape apart. This family is a real `Qwen2VLForConditionalGeneration` (the Qwen2-VL processor, chat template,
 `<|image_pad|>` tokens, M-RoPE positions and box text are all unchanged) in which `model.visual` is replaced by
 `CNNVisionTower`: the packaged, frozen, ImageNet-pretrained CNN feature map, average-pooled onto the merged token
-grid, followed by a trainable projector into the language model's hidden size.
+grid, followed by a trainable projector into the language model's hidden size, plus (by default) a trainable
+embedding of each token's normalised (x, y) position in the image (`CNNVLMConfig.position_embedding`).
 
 Why the swap is exact (read in transformers 5.23, `models/qwen2_vl/modeling_qwen2_vl.py`):
 
@@ -26,7 +27,8 @@ this module is imported), so `from_pretrained` rebuilds this tower instead of a 
 
 The tower is frozen, so its pooled features depend only on the image: they are computed once per image and kept in an
 in-memory cache keyed by the pixels' hash (`CNNVisionTower.cache_size`), so epochs, GRPO groups and repeated supports
-cost one CNN pass per distinct image.
+cost one CNN pass per distinct image. `save_features` / `load_features` share those features across processes and
+runs (a process-wide store consulted on a miss), so an ablation of many runs pays one CNN pass per frame.
 """
 
 from __future__ import annotations
