@@ -94,8 +94,9 @@ def batched_answers(
     from focuskit.models.vlms.parsing import parse_box
     from focuskit.models.vlms.prompts import build_prompt, processor_image_kwargs
 
-    bundle = load_vlm(model_dir, dtype="float32")
-    model, processor, family = bundle.model, bundle.processor, bundle.family
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the GPU preset; CPU runs stay float32
+    bundle = load_vlm(model_dir, dtype="auto")
+    model, processor, family = bundle.model.to(device), bundle.processor, bundle.family
     stops = sorted(stop_token_ids(processor.tokenizer, family))
     out: list[dict[str, Any]] = []
     for start in range(0, len(episodes), batch_size):
@@ -104,7 +105,7 @@ def batched_answers(
         enc = processor(
             text=[b.text for b in built], images=[b.images for b in built], return_tensors="pt", padding=True,
             padding_side="left", **processor_image_kwargs(family, bundle.prompt),
-        )  # fmt: skip
+        ).to(device)  # fmt: skip
         with torch.inference_mode():
             seq = model.generate(
                 **enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
