@@ -47,7 +47,7 @@ def _pixels(bundle: VLMBundle, images: list[Image.Image]) -> tuple[torch.Tensor,
     return out["pixel_values"], out["image_grid_thw"]
 
 
-def test_is_a_qwen2_vl_with_a_frozen_cnn_and_a_trainable_projector(bundle: VLMBundle) -> None:
+def test_is_a_qwen2_vl_with_a_frozen_cnn_and_a_trainable_projector_and_position_embedding(bundle: VLMBundle) -> None:
     from transformers import Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     assert isinstance(bundle.model, Qwen2VLForConditionalGeneration)
@@ -55,7 +55,7 @@ def test_is_a_qwen2_vl_with_a_frozen_cnn_and_a_trainable_projector(bundle: VLMBu
     tower = vision_tower(bundle.model)
     assert tower is bundle.model.model.visual and tower.spatial_merge_size == 2
     trainable = {n.split(".")[2] for n, p in bundle.model.named_parameters() if p.requires_grad and ".visual." in n}
-    assert trainable == {"projector"}
+    assert trainable == {"projector", "position"}
     assert not any(p.requires_grad for p in tower.trunk.parameters())
     bundle.model.train()
     assert not tower.trunk.training and tower.projector.training  # BatchNorm statistics never move
@@ -130,7 +130,7 @@ def test_config_checks() -> None:
 
 def test_sft_with_attention_loss_then_grpo(tmp_path: Path, episodes_file: Path) -> None:
     """The FOCUS recipe end to end on the new family: full-FT SFT with the attention loss, then LoRA GRPO."""
-    from focuskit.training.grpo_config import GRPOConfig
+    from focuskit.training.grpo_config import FocusGRPOConfig
     from focuskit.training.run_grpo import train_grpo
     from focuskit.training.run_sft import train_sft
     from focuskit.training.sft_config import AttentionLossConfig, SFTConfig
@@ -146,10 +146,11 @@ def test_sft_with_attention_loss_then_grpo(tmp_path: Path, episodes_file: Path) 
             output_dir=str(tmp_path / "sft"),
             attention_loss=AttentionLossConfig(enabled=True, layers="first_k", k=1),
             max_steps=2,
-            batch_size=2,
+            per_device_train_batch_size=2,
             learning_rate=1e-3,
-            save_steps=10**9,
-            progress_bar=False,
+            save_strategy="no",
+            disable_tqdm=True,
+            report_to="none",
             logging_steps=1,
         )
     )
@@ -158,16 +159,18 @@ def test_sft_with_attention_loss_then_grpo(tmp_path: Path, episodes_file: Path) 
     tower = vision_tower(trained.model)
     assert all(torch.equal(v, trunk_before[k]) for k, v in tower.trunk.state_dict().items())
     grpo = train_grpo(
-        GRPOConfig(
+        FocusGRPOConfig(
             model=str(sft.final_model),
             data=[str(episodes_file)],
             output_dir=str(tmp_path / "grpo"),
             max_steps=1,
-            batch_size=2,
-            group_size=2,
-            max_new_tokens=6,
+            per_device_train_batch_size=2,
+            num_generations=2,
+            max_completion_length=6,
             save_merged=True,
-            progress_bar=False,
+            save_strategy="no",
+            disable_tqdm=True,
+            report_to="none",
         )
     )
     assert load_vlm(grpo.final_model).family == "qwen2_vl"
@@ -190,3 +193,42 @@ def test_prefix_cache_and_explain(tmp_path: Path, episodes_file: Path) -> None:
     eager = load_vlm(directory, dtype="float32", attn_implementation="eager")
     report = explain_episode(eager, episode, answer="target", layers="all")
     assert report is not None
+
+
+def test_position_embedding_tells_identical_patches_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens whose CNN features are identical come out identical from the bare projector; the position embedding
+    makes each say where in the image it is (what box text, in image coordinates, must be bound to)."""
+    rows = {}
+    for pos in (False, True):
+        b = build_cnn_vlm(CNNVLMConfig(num_layers=1, max_pixels=112 * 112, position_embedding=pos, cnn_scale=1.0))
+        tower = vision_tower(b.model)
+        monkeypatch.setattr(tower, "cnn_features", lambda image, grid_hw: torch.ones(grid_hw[0] * grid_hw[1], 96))
+        pixels, grid = _pixels(b, [_image(5, (112, 112))])
+        with torch.no_grad():
+            rows[pos] = tower(pixels, grid).pooler_output
+    assert rows[False].shape == rows[True].shape == (16, 64)
+    assert torch.allclose(rows[False], rows[False][:1].expand(16, -1))
+    assert torch.cdist(rows[True], rows[True]).fill_diagonal_(1.0).min() > 1e-3  # all 16 tokens differ
+
+
+def test_saved_features_are_reused_without_running_the_cnn(bundle: VLMBundle, tmp_path: Path) -> None:
+    from focuskit.models.vlms.cnn_qwen2_vl import clear_shared_features, load_features, save_features
+
+    tower = vision_tower(bundle.model)
+    tower.clear_cache()
+    pixels, grid = _pixels(bundle, [_image(7), _image(8)])
+    with torch.no_grad():
+        expected = tower(pixels, grid).last_hidden_state
+    assert save_features(bundle.model, tmp_path / "f.pt") == 2
+    tower.clear_cache()
+    try:
+        assert load_features(tmp_path / "f.pt") == 2
+        calls = []
+        hook = tower.trunk.register_forward_hook(lambda *a: calls.append(1))
+        with torch.no_grad():
+            got = tower(pixels, grid).last_hidden_state
+        hook.remove()
+        assert calls == [] and torch.equal(got, expected)
+    finally:
+        clear_shared_features()
+        tower.clear_cache()

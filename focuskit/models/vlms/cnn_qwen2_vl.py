@@ -4,7 +4,8 @@ No ViT weights install offline, and a randomly initialised tiny ViT never sees f
 the same shape apart. This family is a real `Qwen2VLForConditionalGeneration` (the Qwen2-VL processor, chat template,
 `<|image_pad|>` tokens, M-RoPE positions and box text are all unchanged) in which `model.visual` is replaced by
 `CNNVisionTower`: the packaged, frozen, ImageNet-pretrained CNN feature map, average-pooled onto the merged token
-grid, followed by a trainable projector into the language model's hidden size.
+grid, followed by a trainable projector into the language model's hidden size, plus (by default) a trainable
+embedding of each token's normalised (x, y) position in the image (`CNNVLMConfig.position_embedding`).
 
 Why the swap is exact (read in transformers 5.23, `models/qwen2_vl/modeling_qwen2_vl.py`):
 
@@ -26,14 +27,17 @@ this module is imported), so `from_pretrained` rebuilds this tower instead of a 
 
 The tower is frozen, so its pooled features depend only on the image: they are computed once per image and kept in an
 in-memory cache keyed by the pixels' hash (`CNNVisionTower.cache_size`), so epochs, GRPO groups and repeated supports
-cost one CNN pass per distinct image.
+cost one CNN pass per distinct image. `save_features` / `load_features` share those features across processes and
+runs (a process-wide store consulted on a miss), so an ablation of many runs pays one CNN pass per frame.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -46,6 +50,7 @@ from focuskit.models.vlms.tiny import TinyVLMConfig, _model_config, build_tiny_p
 
 MODEL_TYPE = "qwen2_vl_cnn"
 Backbone = Literal["mobilenetv2", "efficientnet_lite0"]
+_POS_FREQS = (0.5, 1.0, 2.0, 4.0)
 _BACKBONES: dict[str, dict[str, Any]] = {
     # channels at stride 16, and the normalisation the ImageNet weights were trained with
     "mobilenetv2": {"dim": 96, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
@@ -67,6 +72,11 @@ class CNNVLMConfig(TinyVLMConfig):
     projector_hidden: int = 256
     cache_size: int = 20000
     """Pooled CNN features kept in memory, one entry per distinct image (0 disables the cache)."""
+    position_embedding: bool = True
+    """Add a trainable embedding of each token's normalised (x, y) centre to the projector output. Qwen2-VL's ViT
+    (2-D RoPE inside the tower) hands the language model tokens that know where in the image they are; pooled CNN
+    features are translation-equivariant and barely do, so without this the tiny LM has to recover position from
+    M-RoPE alone to bind box text (0-1000 image coordinates) to an image region. False is the bare CNN + projector."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,6 +139,7 @@ class CNNVisionTower(nn.Module):
         processor_std: tuple[float, ...],
         cnn_scale: float,
         cache_size: int,
+        position_embedding: bool = False,
     ) -> None:
         super().__init__()
         spec = _BACKBONES[backbone]
@@ -150,6 +161,12 @@ class CNNVisionTower(nn.Module):
         self.projector = nn.Sequential(
             nn.LayerNorm(dim), nn.Linear(dim, projector_hidden), nn.GELU(), nn.Linear(projector_hidden, hidden_size)
         )
+        # Fourier features of the token centre in [0, 1] image coordinates (the frame box text is written in)
+        self.position = (
+            nn.Sequential(nn.Linear(4 * len(_POS_FREQS) + 2, projector_hidden), nn.GELU(),
+                          nn.Linear(projector_hidden, hidden_size))
+            if position_embedding else None
+        )  # fmt: skip
         self._cache: OrderedDict[tuple[str, int, int], torch.Tensor] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -171,6 +188,10 @@ class CNNVisionTower(nn.Module):
         self.trunk.eval()
         return self
 
+    def export_cache(self) -> dict[tuple[Any, ...], torch.Tensor]:
+        """This tower's cached features, keyed for `_SHARED_FEATURES` (see `save_features`)."""
+        return {(self.backbone, self.cnn_scale, *key): value for key, value in self._cache.items()}
+
     def clear_cache(self) -> None:
         self._cache.clear()
         self.cache_hits = self.cache_misses = 0
@@ -188,6 +209,10 @@ class CNNVisionTower(nn.Module):
                 self.cache_hits += 1
                 return hit.to(image.device)
             self.cache_misses += 1
+            shared = _SHARED_FEATURES.get((self.backbone, self.cnn_scale, *key))
+            if shared is not None:
+                self._cache[key] = shared
+                return shared.to(image.device)
         trunk_dtype = next(self.trunk.parameters()).dtype
         scale = torch.tensor([a for a, _ in self._norm], device=image.device).view(3, 1, 1)
         shift = torch.tensor([b for _, b in self._norm], device=image.device).view(3, 1, 1)
@@ -214,7 +239,57 @@ class CNNVisionTower(nn.Module):
             for img, (_, h, w) in zip(images, grid_thw.tolist(), strict=True)
         ]
         cnn = torch.cat(feats).to(device=self.device, dtype=self.dtype)
-        return BaseModelOutputWithPooling(last_hidden_state=cnn, pooler_output=self.projector(cnn))
+        out = self.projector(cnn)
+        if self.position is not None:
+            grids = [(int(h) // m, int(w) // m) for _, h, w in grid_thw.tolist()]
+            out = out + self.position(_position_features(grids, self.device).to(self.dtype))
+        return BaseModelOutputWithPooling(last_hidden_state=cnn, pooler_output=out)
+
+
+_SHARED_FEATURES: dict[tuple[Any, ...], torch.Tensor] = {}
+"""Process-wide pooled features, keyed (backbone, cnn_scale, pixel digest, gh, gw), filled by `load_features`.
+Every tower consults it on a miss of its own cache, so many training runs in one process (or in workers that load
+the same file) pay for one CNN pass per distinct image. Valid because the trunk is frozen ImageNet weights."""
+
+
+def save_features(model: Any, path: str | Path) -> int:
+    """Write the features cached by `model`'s tower to `path` (torch file); returns how many images."""
+    from focuskit.core.io import atomic_write_bytes
+
+    tower = vision_tower(model)
+    if tower is None:
+        raise ConfigError("save_features needs a model with a CNN vision tower (model_type qwen2_vl_cnn)")
+    entries = tower.export_cache()
+    buf = io.BytesIO()
+    torch.save(entries, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return len(entries)
+
+
+def load_features(path: str | Path) -> int:
+    """Add a `save_features` file to the process-wide store; returns how many images it held."""
+    entries = torch.load(Path(path), weights_only=True)
+    _SHARED_FEATURES.update(entries)
+    return len(entries)
+
+
+def clear_shared_features() -> None:
+    """Empty the process-wide store (`load_features`)."""
+    _SHARED_FEATURES.clear()
+
+
+def _position_features(grids: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
+    """`(sum gh*gw, 4*F+2)`: (x, y) of each merged token's centre in [0, 1], row-major, with sin/cos at `_POS_FREQS`."""
+    rows = []
+    for gh, gw in grids:
+        ys = (torch.arange(gh, device=device, dtype=torch.float32) + 0.5) / gh
+        xs = (torch.arange(gw, device=device, dtype=torch.float32) + 0.5) / gw
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        rows.append(torch.stack([xx.flatten(), yy.flatten()], dim=1))
+    xy = torch.cat(rows)
+    freqs = torch.tensor(_POS_FREQS, device=device) * 2 * torch.pi
+    angles = (xy[:, :, None] * freqs).flatten(1)
+    return torch.cat([xy, angles.sin(), angles.cos()], dim=1)
 
 
 def _register() -> tuple[type, type]:
@@ -243,6 +318,7 @@ def _register() -> tuple[type, type]:
                 merge_size=config.vision_config.spatial_merge_size,
                 processor_mean=tuple(tower["processor_mean"]), processor_std=tuple(tower["processor_std"]),
                 cnn_scale=tower["cnn_scale"], cache_size=tower["cache_size"],
+                position_embedding=tower.get("position_embedding", False),
             )  # fmt: skip
 
     Qwen2VLCNNConfig.__name__ = Qwen2VLCNNConfig.__qualname__ = "Qwen2VLCNNConfig"
@@ -270,6 +346,7 @@ def build_cnn_vlm(config: CNNVLMConfig | None = None, *, attn_implementation: st
         "processor_std": list(ip.image_std),
         "cnn_scale": config.cnn_scale,
         "cache_size": config.cache_size,
+        "position_embedding": config.position_embedding,
         "focuskit_config": asdict(config),
     }
     for key in ("model_type", "architectures", "transformers_version"):

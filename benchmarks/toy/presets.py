@@ -1,0 +1,92 @@
+"""Sizes of a toy run: `QUICK` (<= 10 min on 2 cores), `FULL` (<= 60 min on 2 cores), `GPU` (one large GPU, < 8 min).
+
+Every preset renders frame pools (see `pool.py`), pretrains one base per run ("locate" stage), then runs the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    model: dict[str, Any]
+    """`CNNVLMConfig` fields (language-model sizes, tower options, pixel limits)."""
+    pre_instances: int
+    pre_steps: int
+    train_instances: int
+    sft_steps: int
+    eval_episodes: int
+    grpo_steps: int
+    seeds: tuple[int, ...] = (0,)
+    rows: tuple[str, ...] = ("sft",)
+    grid: tuple[tuple[float, float], ...] = ()
+    """(lambda, margin) pairs for the attention-loss grid (first k layers), run for the first seed only."""
+    frames: int = 6
+    """Poses rendered per instance; episodes are ordered subsets of them."""
+    objects: int = 2
+    image_size: int = 112
+    backgrounds: tuple[str, ...] = ("gradient",)
+    min_scale: float = 0.25
+    max_scale: float = 0.45
+    pre_lr: float = 2e-3
+    sft_lr: float = 1e-3
+    grpo_lr: float = 1e-3
+    batch_size: int = 8
+    copy_rate: float = 0.0
+    swap_roles: bool = True
+    """Training episodes pick their target among the instance's objects at random (see `pool.sample_episodes`)."""
+    shots: tuple[int, ...] = (1, 2, 4)
+    attention: dict[str, Any] = field(default_factory=dict)
+    """Attention-loss fields shared by every attention row (the defaults of `AttentionLossConfig` otherwise)."""
+    curve_points: int = 0
+    """Checkpoints of the first seed's SFT row evaluated for the learning curve (0: none)."""
+    explain_episodes: int = 0
+    bf16: bool = False
+    workers: int = 2
+    threads: int = 1
+
+
+SMALL = {
+    "num_layers": 6, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "num_kv_heads": 2,
+    "min_pixels": 112 * 112, "max_pixels": 112 * 112, "cnn_scale": 1.0, "position_embedding": True,
+}  # fmt: skip
+
+QUICK = Preset(
+    name="quick", model=SMALL, pre_instances=300, pre_steps=800, train_instances=700, sft_steps=800,
+    eval_episodes=200, grpo_steps=0, rows=("sft",), shots=(4,), curve_points=3,
+)  # fmt: skip
+"""Run R1 of docs/toy_ablation.md (the best measured so far: pick 50.5%, mIoU 22.0 at k=4)."""
+
+FULL = Preset(
+    name="full", model=SMALL, pre_instances=300, pre_steps=800, train_instances=1200, sft_steps=800,
+    eval_episodes=300, grpo_steps=40, seeds=(0, 1, 2),
+    rows=("sft", "sft_attn_first5", "sft_attn_last5", "sft_attn_all", "grpo", "sft_grpo", "sft_attn_first5_grpo"),
+    grid=tuple((lam, m) for lam in (0.025, 0.05, 0.075) for m in (0.01, 0.25, 1.0)),
+    curve_points=4, explain_episodes=20,
+)  # fmt: skip
+
+GPU = Preset(
+    name="gpu",
+    model={**SMALL, "num_layers": 10, "hidden_size": 256, "intermediate_size": 768, "num_heads": 8, "num_kv_heads": 4,
+           "min_pixels": 168 * 168, "max_pixels": 168 * 168, "cnn_scale": 2.0},
+    pre_instances=600, pre_steps=1000, train_instances=4000, sft_steps=4000, eval_episodes=500, grpo_steps=200,
+    seeds=(0, 1, 2), image_size=168, batch_size=32, pre_lr=1e-3, sft_lr=5e-4,
+    rows=("sft", "sft_attn_first5", "sft_attn_last5", "sft_attn_all", "grpo", "sft_grpo", "sft_attn_first5_grpo"),
+    grid=tuple((lam, m) for lam in (0.025, 0.05, 0.075) for m in (0.01, 0.25, 1.0)),
+    curve_points=6, explain_episodes=50, bf16=True, workers=1, threads=8,
+)  # fmt: skip
+"""Never run by CI or in this repository's CPU sessions: no GPU was available when it was written (see docs)."""
+
+PRESETS = {p.name: p for p in (QUICK, FULL, GPU)}
+
+SMOKE = Preset(
+    name="smoke", model={**SMALL, "num_layers": 2}, pre_instances=6, pre_steps=3, train_instances=8, sft_steps=4,
+    eval_episodes=8, grpo_steps=2, seeds=(0, 1), rows=("sft", "sft_attn_first5", "sft_grpo"), grid=((0.05, 0.25),),
+    curve_points=2, batch_size=2,
+)  # fmt: skip
+"""Seconds-scale run of every code path (tests and `--smoke`); its numbers mean nothing."""
+
+PRESETS["smoke"] = SMOKE

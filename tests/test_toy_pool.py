@@ -1,0 +1,67 @@
+"""The toy's episode pools (benchmarks/toy/pool.py) and paired differences (benchmarks/toy/report.py)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.toy.pool import render_pool, sample_episodes
+from benchmarks.toy.report import paired
+from focuskit.data.synth import SynthConfig
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> list:
+    config = SynthConfig(objects=2, seed=5, image_size=56, backgrounds=("gradient",), min_scale=0.2, max_scale=0.3)
+    return render_pool(config, tmp_path_factory.mktemp("pool"), instances=3, frames=5)
+
+
+def test_episodes_are_ordered_subsets_of_one_instances_frames(pool: list) -> None:
+    frames = {f.path: (i, f) for i, inst in enumerate(pool) for f in inst.frames}
+    for ep in sample_episodes(pool, 40, shots=(1, 4), seed=0):
+        owners = {frames[s.image][0] for s in ep.supports} | {frames[ep.query_image][0]}
+        assert len(owners) == 1  # supports and query show the same instance
+        assert ep.query_image not in [s.image for s in ep.supports]  # the query is a new pose
+        assert 1 <= ep.k <= 4 and len({s.image for s in ep.supports}) == ep.k
+        query = frames[ep.query_image][1]
+        assert ep.query_box == query.boxes[0] and ep.meta["query_distractors"] == [query.boxes[1].as_list()]
+
+
+def test_copy_episodes_ask_for_a_support_frame(pool: list) -> None:
+    for ep in sample_episodes(pool, 10, shots=(2, 3), seed=1, copy_rate=1.0):
+        assert ep.meta["copy"] and ep.query_image in [s.image for s in ep.supports]
+
+
+def test_swapped_roles_keep_one_object_per_episode_and_use_both(pool: list) -> None:
+    frames = {f.path: f for inst in pool for f in inst.frames}
+    roles = []
+    for ep in sample_episodes(pool, 60, shots=(1, 4), seed=2, swap_roles=True):
+        role = ep.meta["role"]
+        roles.append(role)
+        assert all(s.box == frames[s.image].boxes[role] for s in ep.supports)
+        assert ep.query_box == frames[ep.query_image].boxes[role]
+        assert ep.meta["query_distractors"] == [frames[ep.query_image].boxes[1 - role].as_list()]
+    assert 0.25 < statistics.fmean(roles) < 0.75
+
+
+def test_distinct_episodes_use_every_instance_once(pool: list) -> None:
+    eps = sample_episodes(pool, 3, shots=(4, 4), seed=3, distinct=True)
+    assert [ep.supports[0].image.name.split("_")[1] for ep in eps] == ["000000", "000001", "000002"]
+
+
+def test_paired_difference_is_the_mean_per_episode_difference_and_base_pairs_with_every_seed() -> None:
+    def row(name: str, seed: int, ious: list[float]) -> dict:
+        return {"name": name, "seed": seed, "per_episode_iou": {4: ious}}
+
+    rows = [row("base", 0, [0.1, 0.2, 0.3]), row("sft", 0, [0.3, 0.2, 0.6]), row("sft", 1, [0.5, 0.2, 0.4])]
+    got = paired(rows, "sft", "base", (4,), "per_episode_iou")
+    per_episode = [(0.2 + 0.4) / 2, 0.0, (0.3 + 0.1) / 2]
+    assert got is not None and got["seeds"] == 2 and got["episodes"] == 3
+    assert got["diff"] == pytest.approx(statistics.fmean(per_episode))
+    assert got["se"] == pytest.approx(statistics.stdev(per_episode) / 3**0.5)
+    assert paired(rows, "sft", "missing", (4,), "per_episode_iou") is None
