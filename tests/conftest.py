@@ -34,6 +34,20 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box spinning threads cost 10x.
+
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`; the caller's thread count comes back after.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_image(tmp_path: Path):
     """Write an RGB noise image (optionally with a colored rectangle) and return its path."""

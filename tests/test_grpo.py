@@ -17,14 +17,14 @@ from focuskit.core.errors import ConfigError
 from focuskit.data.episodes_jsonl import load_episodes
 from focuskit.data.synth import SynthConfig, write_synth_dataset
 from focuskit.models.vlms import TinyVLMConfig, build_tiny_vlm, encode_episode, load_vlm
-from focuskit.models.vlms.factory import LoraSettings, apply_lora
+from focuskit.models.vlms.factory import LoraSettings, apply_lora, lora_config
 from focuskit.models.vlms.prompts import PromptConfig
 from focuskit.training.config_io import load_training_config
 from focuskit.training.grpo_callbacks import ZeroVarianceMonitor
 from focuskit.training.grpo_config import DiagnosticsConfig, FocusGRPOConfig
 from focuskit.training.grpo_data import GRPOEpisodes, configure_processor
 from focuskit.training.grpo_trainer import FocusGRPOTrainer
-from focuskit.training.run_grpo import CONFIG_FILE, METRICS_FILE, _lora_config, train_grpo
+from focuskit.training.run_grpo import CONFIG_FILE, METRICS_FILE, train_grpo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUIET = {"disable_tqdm": True, "report_to": "none"}
@@ -177,7 +177,7 @@ def test_llava_family_is_refused_with_the_reason(tiny_checkpoint: Path) -> None:
 def test_the_lora_handed_to_trl_is_the_configs(tmp_path: Path) -> None:
     """TRL's peft_config comes from `lora:`, targeting the language model only (tests/test_vlm_7b_meta.py counts it)."""
     config = load_training_config(FocusGRPOConfig, CONFIGS / "grpo_qwen2vl_7b.yaml", ["bf16=false", "lora.r=16"])
-    peft_config = _lora_config(config)
+    peft_config = lora_config(config.lora)
     assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (16, 16, 0.0)
     assert peft_config.target_modules == LoraSettings(r=16).target_regex()
 
@@ -188,7 +188,7 @@ def _trainer(checkpoint: Path, episodes_file: Path, out: Path, **overrides: Any)
     bundle = load_vlm(checkpoint, dtype="float32")
     episodes = [ep for ep in load_episodes(episodes_file) if ep.query_box is not None]
     data = GRPOEpisodes(episodes, bundle.processor, bundle.family, bundle.prompt, cache=True)
-    return FocusGRPOTrainer(bundle.model, data=data, args=args, peft_config=_lora_config(args))
+    return FocusGRPOTrainer(bundle.model, data=data, args=args, peft_config=lora_config(args.lora))
 
 
 def test_training_batch_has_exactly_the_evaluation_tokens_and_pixels(

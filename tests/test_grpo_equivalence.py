@@ -32,10 +32,10 @@ import torch
 from focuskit.data.episodes_jsonl import load_episodes
 from focuskit.data.synth import SynthConfig, write_synth_dataset
 from focuskit.models.vlms import TinyVLMConfig, build_tiny_vlm, load_vlm
+from focuskit.models.vlms.factory import lora_config
 from focuskit.training.grpo_config import FocusGRPOConfig
 from focuskit.training.grpo_data import GRPOEpisodes
 from focuskit.training.grpo_trainer import FocusGRPOTrainer
-from focuskit.training.run_grpo import _lora_config
 
 G = 4
 
@@ -114,7 +114,7 @@ def _trainer(setup: tuple[Path, Path, Path], reward: RecordingReward, **override
     bundle = load_vlm(model_dir, dtype="float32")
     data = GRPOEpisodes(load_episodes(episodes_file), bundle.processor, bundle.family, bundle.prompt, cache=True)
     trainer = FocusGRPOTrainer(bundle.model, data=data, args=args, reward_funcs=[reward],
-                               peft_config=_lora_config(args))  # fmt: skip
+                               peft_config=lora_config(args.lora))  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # trained adapters: the policy is no longer the reference, so the KL term is non-zero
         for name, p in trainer.model.named_parameters():

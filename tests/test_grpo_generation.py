@@ -13,11 +13,11 @@ import torch
 from focuskit.data.episodes_jsonl import load_episodes
 from focuskit.data.synth import SynthConfig, write_synth_dataset
 from focuskit.models.vlms import TinyVLMConfig, build_tiny_vlm, load_vlm
+from focuskit.models.vlms.factory import lora_config
 from focuskit.training import grpo_trainer
 from focuskit.training.grpo_config import FocusGRPOConfig
 from focuskit.training.grpo_data import GRPOEpisodes
 from focuskit.training.grpo_trainer import FocusGRPOTrainer
-from focuskit.training.run_grpo import _lora_config
 
 LEAKY = {"repetition_penalty": 1.05, "top_k": 1, "top_p": 0.001, "temperature": 0.01, "do_sample": True,
          "min_p": 0.5, "no_repeat_ngram_size": 1}  # fmt: skip
@@ -43,7 +43,7 @@ def _completions(checkpoint: Path, episodes_file: Path, out: Path) -> torch.Tens
     bundle = load_vlm(checkpoint, dtype="float32")
     assert (bundle.model.generation_config.top_k == 1) == (checkpoint.name == "leaky")
     data = GRPOEpisodes(load_episodes(episodes_file), bundle.processor, bundle.family, bundle.prompt, cache=True)
-    trainer = FocusGRPOTrainer(bundle.model, data=data, args=args, peft_config=_lora_config(args))
+    trainer = FocusGRPOTrainer(bundle.model, data=data, args=args, peft_config=lora_config(args.lora))
     trainer.model.train()
     torch.manual_seed(0)
     batch = trainer._generate_and_score_completions([trainer.train_dataset[0]] * 4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +17,7 @@ from focuskit.models.vlms import VLMBundle, encode_episode, load_vlm
 from focuskit.models.vlms.cnn_qwen2_vl import CNNVLMConfig, build_cnn_vlm, unpatchify, vision_tower
 from focuskit.models.vlms.factory import inspect_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

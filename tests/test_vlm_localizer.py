@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,7 @@ from focuskit.localizers.vlm import VLMLocalizer, VLMLocalizerConfig
 from focuskit.models.vlms import PromptConfig, VLMBundle, build_tiny_vlm, collate_encoded, encode_episode
 from focuskit.models.vlms.tiny import TinyVLMConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box spinning threads cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _noise(w: int, h: int, seed: int) -> Image.Image:

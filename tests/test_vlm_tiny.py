@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +15,7 @@ from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.vlms import VLMBundle, build_tiny_vlm, load_tiny_config, load_vlm
 from focuskit.models.vlms.tiny import SPECIAL_TOKENS, TinyVLMConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box spinning threads cost 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

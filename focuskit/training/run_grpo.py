@@ -134,20 +134,6 @@ def check_vllm_processor(base_dir: Path, prompt: Any) -> None:
         )
 
 
-def _lora_config(config: FocusGRPOConfig) -> Any:
-    from peft import LoraConfig
-
-    lora = config.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_regex(),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
 def _resume_arg(config: FocusGRPOConfig) -> str | bool | None:
     value = config.resume_from_checkpoint
     if not value:
@@ -166,7 +152,7 @@ def train_grpo(
 
     `reward_funcs`: TRL-style reward functions replacing `config.reward_funcs` (weighted by `config.reward_weights`,
     one weight each, or all 1 when it is null). `callbacks`: extra transformers `TrainerCallback`s."""
-    from focuskit.models.vlms.factory import VLMBundle
+    from focuskit.models.vlms.factory import VLMBundle, lora_config
     from focuskit.training.config_io import save_training_config
     from focuskit.training.grpo_callbacks import DiagnosticsCallback, MetricsFileCallback
     from focuskit.training.grpo_data import GRPOEpisodes
@@ -195,7 +181,7 @@ def train_grpo(
         data=data,
         args=config,
         reward_funcs=reward_funcs,
-        peft_config=_lora_config(config),
+        peft_config=lora_config(config.lora),
         callbacks=[diagnostics, MetricsFileCallback(out / METRICS_FILE), *(callbacks or [])],
     )
     # The adapters' base, as every checkpoint records it: the directory `load_vlm` must load them onto.

@@ -247,11 +247,14 @@ def _quantization_config(load_in_4bit: bool, dtype: Any) -> Any:
     )
 
 
-def apply_lora(model: Any, lora: LoraSettings) -> Any:
-    """Wrap `model` with fresh LoRA adapters on the language model's projections (peft)."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(lora: LoraSettings) -> Any:
+    """The peft `LoraConfig` of `lora`: adapters on the language model's projections only (never the vision tower).
 
-    config = LoraConfig(
+    One builder for SFT (`apply_lora`) and GRPO (TRL wraps the policy itself from this config).
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -259,8 +262,14 @@ def apply_lora(model: Any, lora: LoraSettings) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def apply_lora(model: Any, lora: LoraSettings) -> Any:
+    """Wrap `model` with fresh LoRA adapters on the language model's projections (peft)."""
+    from peft import get_peft_model
+
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, lora_config(lora))
     except ValueError as exc:  # peft: "Target modules ... not found in the base model"
         raise ModelError(f"cannot apply LoRA to {type(model).__name__}: {exc}") from None
 
