@@ -21,7 +21,7 @@ concept_app = typer.Typer(help="Teach focuskit your concepts: add them from a fe
 MemoryOpt = Annotated[Path, typer.Option("--memory", "-m", help="Concept memory directory (created on first add)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="PeKit config YAML (configs/pekit.yaml)")]
 EncoderOpt = Annotated[
-    str | None, typer.Option(help="Encoder name for a NEW memory (default from the config: mobilenetv2 s16+s32)")
+    str | None, typer.Option(help="Encoder name for a NEW memory (default: mobilenetv2 s16 + 3x3 parts)")
 ]
 EncoderOptionOpt = Annotated[
     list[str], typer.Option("--encoder-opt", help="Encoder option key=value, e.g. layer=s16 (repeat)")
