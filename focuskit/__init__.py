@@ -7,8 +7,9 @@ numpy and Pillow.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from focuskit.core.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -50,12 +51,7 @@ if TYPE_CHECKING:
     from focuskit.localizers.base import Localizer, create_localizer
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'focuskit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

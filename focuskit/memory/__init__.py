@@ -5,8 +5,7 @@ Names are imported on first use (PEP 562), so `import focuskit.memory.config` st
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from focuskit.core.lazy import lazy_attributes
 
 _WHERE = {
     "FaissIndex": "focuskit.search.index",
@@ -28,10 +27,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'focuskit.memory' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = sorted(_WHERE)

@@ -6,8 +6,7 @@ PyAV or httpx): the CLI reads and checks its config before any model is loaded.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from focuskit.core.lazy import lazy_attributes
 
 _WHERE = {
     "DEFAULT_TAU": "focuskit.personalize.detector",
@@ -18,10 +17,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'focuskit.personalize' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = sorted(_WHERE)
