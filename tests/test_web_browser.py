@@ -121,15 +121,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+def _open_page(pw: Any, server: str) -> tuple[Any, Any, list[str]]:
+    """Chromium on the page, once it says it is ready; `errors` collects the page's uncaught JavaScript errors."""
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    return browser, page, errors
+
+
 def test_draw_a_box_create_a_concept_and_find_it_in_the_library(server: str, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(server + "/")
-        page.wait_for_selector("body[data-ready='1']")
+        browser, page, errors = _open_page(pw, server)
 
         # Teach: pick a library photo and drag a box around the object with the mouse.
         page.click("#pick-library")
@@ -237,12 +243,7 @@ def test_ask_shows_the_prompt_and_image_the_model_got_in_the_colors_it_names(ser
     assert box["color"] != cup["color"] and box["color_slot"] != 0
     try:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
+            browser, page, errors = _open_page(pw, server)
             assert page.is_visible("#test-model-notice")  # the tiny random model answers here: the page says so
 
             page.click(".tab[data-tab='ask']")
@@ -299,12 +300,7 @@ def test_localize_against_a_saved_concept_with_masks_and_indexing_progress(serve
     rgb = tuple(int(concept["color"][i : i + 2], 16) for i in (1, 3, 5))
     try:
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']")
+            browser, page, errors = _open_page(pw, server)
 
             # Localize with the saved concept as the examples (no Teach photos at all), with its mask.
             page.click(".tab[data-tab='localize']")
