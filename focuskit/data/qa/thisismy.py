@@ -15,8 +15,8 @@ without apostrophes ("Alexs everyday bag"); PeKit shows them with apostrophes ("
 the display name here (the raw key stays an alias). Multi-concept keys join two concepts with "_"
 ("Casey_Caseys boosted board"), as PeKit's `vqa.py` splits them.
 
-Video QA: PeKit has not released its video QA files (README TODO "Video-QA evaluation"); This-Is-My itself
-(github.com/danielchyeh/this-is-my) ships segments (`eval_segment/<segment id>.mp4`) and
+Video QA: PeKit has not released its video QA files (its README lists "Video-QA evaluation" as still to come);
+This-Is-My itself (github.com/danielchyeh/this-is-my) ships segments (`eval_segment/<segment id>.mp4`) and
 `this-is-my-dataset/segments.csv` (segment_id -> instance_name), but no questions. Two layouts are read: the
 nested JSON above with video paths, and Video-ChatGPT's QA list (github.com/mbzuai-oryx/Video-ChatGPT,
 `quantitative_evaluation/`: `[{"video_name": ..., "Q": ..., "A": ...}]`), whose `video_name` is a segment id
