@@ -18,7 +18,6 @@ by image identity and box, so a stream of queries against the same supports pays
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from focuskit.core.box import Box
+from focuskit.core.box import Box, box_iou_batch
 from focuskit.core.config import from_dict, load_config, to_dict
 from focuskit.core.detections import instance_nms
 from focuskit.core.episode import ImageRef, Prediction, Support, validate_supports
@@ -36,6 +35,8 @@ from focuskit.core.errors import ConfigError
 from focuskit.core.image import load_image
 from focuskit.localizers.base import register_localizer
 from focuskit.matcher import DEFAULT_TAU, MatcherConfig, RegionMatcher
+from focuskit.matcher.cache import image_key
+from focuskit.matcher.refine import refine_best
 from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
 from focuskit.models.encoders.parts import grid_boxes
 from focuskit.models.proposals import create_proposer
@@ -45,7 +46,15 @@ from focuskit.models.proposals.windows import boxes_around_points
 SOURCES = ("whole", "ssd", "windows", "similarity", "peaks")
 MATCHER_SOURCES = ("ssd", "windows")
 """Sources proposed without the supports (the shared matcher's); 'similarity' and 'peaks' need the supports."""
-__all__ = ["DEFAULT_TAU", "MatchingConfig", "MatchingLocalizer", "SupportView", "create_matching", "grid_boxes"]
+__all__ = [
+    "DEFAULT_TAU",
+    "MatchingConfig",
+    "MatchingLocalizer",
+    "SupportView",
+    "create_matching",
+    "grid_boxes",
+    "image_key",
+]
 
 
 @dataclass
@@ -90,6 +99,11 @@ class MatchingConfig:
     """Weight of the 3x3 layout similarity in the score (0 = the shared matcher's score; above 0 `localize` no
     longer agrees with `detect` and library search)."""
     layout_grid: int = 3
+    refine_top: int = field(default_factory=lambda: MatcherConfig().refine_top)
+    """The best distinct candidates whose edges are refined when the object is found (0: off); the shared
+    matcher's default (`MatcherConfig.refine_top`, `focuskit.matcher.refine`)."""
+    refine_steps: list[float] = field(default_factory=lambda: list(MatcherConfig().refine_steps))
+    refine_accept: float = MatcherConfig.refine_accept
     min_box_size: float = 4.0
     """Candidates narrower or shorter than this many pixels are dropped."""
     max_instances: int = 1
@@ -126,6 +140,8 @@ class MatchingConfig:
             raise ConfigError(f"matching max_instances must be >= 1, got {self.max_instances}")
         if not 0.0 < self.instance_iou <= 1.0:
             raise ConfigError(f"matching instance_iou must be in (0, 1], got {self.instance_iou}")
+        if self.refine_top < 0 or any(not 0.0 < st < 1.0 for st in self.refine_steps):
+            raise ConfigError("matching refine_top must be >= 0 and refine_steps fractions in (0, 1)")
         if self.cache_size < 0:
             raise ConfigError(f"matching cache_size must be >= 0, got {self.cache_size}")
 
@@ -143,20 +159,6 @@ class SupportView:
     def embedding(self) -> np.ndarray:
         """The original view's embedding (C,)."""
         return self.embeddings[0]
-
-
-def image_key(image: ImageRef | str) -> tuple[Any, ...]:
-    """A cache key that changes when the image does: path + mtime + size for files, a pixel hash for arrays."""
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        try:
-            stat = path.stat()
-        except OSError:
-            return ("path", str(path))  # load_image will raise the user-facing error
-        return ("path", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    img = load_image(image)
-    digest = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
-    return ("pixels", img.size, digest)
 
 
 class MatchingLocalizer:
@@ -191,6 +193,9 @@ class MatchingLocalizer:
             hflip=cfg.hflip,
             zoom_out=list(cfg.zoom_out),
             tau=cfg.tau,
+            refine_top=cfg.refine_top,
+            refine_steps=list(cfg.refine_steps),
+            refine_accept=cfg.refine_accept,
         )
 
     # --- supports -------------------------------------------------------------------------------------------
@@ -372,16 +377,34 @@ class MatchingLocalizer:
         best = int(np.argmax(scores))
         score = float(scores[best])
         meta.update(source=SOURCES[int(source[best])], support=int(best_view[best]))
-        if score < self.tau:
+        if score < self.tau:  # decided on the proposals, so refinement cannot turn an absent answer present
             return Prediction(None, score, meta=meta)
+        answer = boxes[best]
+        if cfg.refine_top > 0:
+            fit = lambda b: self.score_boxes(fm, b, views)[0]  # noqa: E731
+            best, answer, score = refine_best(
+                boxes,
+                scores,
+                fit,
+                image.size,
+                top=cfg.refine_top,
+                steps=cfg.refine_steps,
+                accept_gain=cfg.refine_accept,
+            )
+            meta.update(
+                source=SOURCES[int(source[best])],
+                refined_from=[round(float(v), 1) for v in boxes[best]],
+                proposal_score=round(float(scores[best]), 4),
+            )
         extra: tuple[Box, ...] = ()
         if self.config.max_instances > 1:
             above = np.flatnonzero(scores >= self.tau)
             kept = above[instance_nms(boxes[above], scores[above], self.config.instance_iou)]
-            more = [i for i in kept if i != best][: self.config.max_instances - 1]
+            apart = box_iou_batch(np.asarray(answer)[None], boxes[kept])[0] <= self.config.instance_iou
+            more = [i for i, a in zip(kept, apart, strict=True) if i != best and a][: self.config.max_instances - 1]
             extra = tuple(Box(*boxes[i]) for i in more)
             meta["extra_scores"] = [round(float(scores[i]), 4) for i in more]
-        return Prediction(Box(*boxes[best]), score, extra_boxes=extra, meta=meta)
+        return Prediction(Box(*answer), score, extra_boxes=extra, meta=meta)
 
 
 @register_localizer("matching")

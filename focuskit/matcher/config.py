@@ -62,6 +62,14 @@ class MatcherConfig:
     box win one 1-shot episode (mIoU 0.851 -> 0.834) and changed nothing else."""
     zoom_out: list[float] = field(default_factory=lambda: [2.5])
     """Also embed each support view placed in a canvas this many times larger (CNN features are not scale invariant)."""
+    refine_top: int = 0
+    """When the object is found, refine the edges of this many best distinct candidates and answer the best refined
+    box (`focuskit.matcher.refine`; 0: off). Needs the query's feature map, so `localize` does it; the library, which
+    keeps only each photo's proposal vectors, cannot."""
+    refine_steps: list[float] = field(default_factory=lambda: [0.16, 0.08, 0.04])
+    """Edge moves tried by the refinement, as fractions of the box's width and height, coarse to fine."""
+    refine_accept: float = 0.03
+    """Score gain a refined box needs to replace its proposal (smaller gains are noise of the coarse feature grid)."""
     tau: float | None = None
     """Absent threshold; None: the measured value for the encoder's tag (`DEFAULT_TAU`)."""
 
@@ -76,5 +84,7 @@ class MatcherConfig:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"matcher zoom_out factors must be in (1, 8], got {bad}")
+        if self.refine_top < 0 or any(not 0.0 < s < 1.0 for s in self.refine_steps):
+            raise ConfigError(f"matcher refine_top must be >= 0 and refine_steps in (0, 1), got {self.refine_top}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"matcher tau must be in [-1, 1] (a cosine similarity), got {self.tau}")
