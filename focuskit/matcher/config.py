@@ -62,7 +62,7 @@ class MatcherConfig:
     box win one 1-shot episode (mIoU 0.851 -> 0.834) and changed nothing else."""
     zoom_out: list[float] = field(default_factory=lambda: [2.5])
     """Also embed each support view placed in a canvas this many times larger (CNN features are not scale invariant)."""
-    refine_top: int = 0
+    refine_top: int = 3
     """When the object is found, refine the edges of this many best distinct candidates and answer the best refined
     box (`focuskit.matcher.refine`; 0: off). Needs the query's feature map, so `localize` does it; the library, which
     keeps only each photo's proposal vectors, cannot."""
