@@ -50,6 +50,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         hflip=False,
         zoom_out=[],
         layout_weight=0.3,
+        refine_top=0,
     ),
     "today": dict(refine_top=0),
     "after": {},
@@ -61,6 +62,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "refine3_any": dict(refine_top=3, refine_accept=0.0),
     "refine3_a02": dict(refine_top=3, refine_accept=0.02),
     "refine3_a05": dict(refine_top=3, refine_accept=0.05),
+    "refine1_a03": dict(refine_top=1, refine_accept=0.03),
+    "refine3_a04": dict(refine_top=3, refine_accept=0.04),
+    "rotate3": dict(rotate=[90, 180, 270]),
+    "rotate180": dict(rotate=[180]),
     "s16_whole": dict(encoder_options={"layer": "s16"}, tau=0.5),
     # Candidates tried on the tuning split while choosing the default (kept so the choice can be re-checked):
     "s16s32_whole": dict(encoder_options={"layer": "s16+s32"}, hflip=True, zoom_out=[2.5]),

@@ -12,7 +12,10 @@ The engine is the shared `RegionMatcher` (focuskit/matcher) plus two things only
   cosines of a 3x3 grid of sub-boxes) needs the supports' feature maps, which the memory does not keep, so it is off
   by default and there for experiments.
 
-The best candidate wins; when its score is below `tau`, the answer is "not present". Support embeddings are cached
+The best candidate wins; when its score is below `tau`, the answer is "not present". When it is found, its edges
+are refined while the score rises (`refine_top`, `focuskit.matcher.refine`): proposals are often on the right
+object but loose, and any box can be scored for one pooling. Presence is decided before refinement, so it never
+turns an absent answer into a found one; `detect` and library search answer the unrefined proposal. Support embeddings are cached
 by image identity and box, so a stream of queries against the same supports pays for the supports once.
 """
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,9 @@ from focuskit.core.box import Box, box_iou_batch
 from focuskit.core.config import from_dict, load_config, to_dict
 from focuskit.core.detections import instance_nms
 from focuskit.core.episode import ImageRef, Prediction, Support, validate_supports
-from focuskit.core.errors import ConfigError
 from focuskit.core.image import load_image
 from focuskit.localizers.base import register_localizer
+from focuskit.localizers.matching_config import MATCHER_SOURCES, SOURCES, MatchingConfig
 from focuskit.matcher import DEFAULT_TAU, MatcherConfig, RegionMatcher
 from focuskit.matcher.cache import image_key
 from focuskit.matcher.refine import refine_best
@@ -43,9 +46,6 @@ from focuskit.models.proposals import create_proposer
 from focuskit.models.proposals.similarity import find_peaks, regions_from_similarity
 from focuskit.models.proposals.windows import boxes_around_points
 
-SOURCES = ("whole", "ssd", "windows", "similarity", "peaks")
-MATCHER_SOURCES = ("ssd", "windows")
-"""Sources proposed without the supports (the shared matcher's); 'similarity' and 'peaks' need the supports."""
 __all__ = [
     "DEFAULT_TAU",
     "MatchingConfig",
@@ -55,95 +55,6 @@ __all__ = [
     "grid_boxes",
     "image_key",
 ]
-
-
-@dataclass
-class MatchingConfig:
-    """Options of the matching engine; `configs/matching.yaml` lists them with their defaults."""
-
-    encoder: str = "mobilenetv2"
-    """Feature encoder name (see `focuskit.models.encoders.list_encoders()`)."""
-    encoder_options: dict[str, Any] = field(default_factory=lambda: dict(MatcherConfig().encoder_options))
-    """Extra keyword arguments for the encoder, e.g. {layer: s16} or {model: /path/to/dinov2} for hub encoders. The
-    default is the concept memory's and the library's, so the three surfaces agree."""
-    input_size: int = 448
-    """Longer image side fed to the encoder, in pixels. Larger finds smaller objects and costs quadratically more."""
-    tau: float | None = None
-    """Absent threshold on the best candidate's score; below it the answer is "not present". None: the value
-    measured for the encoder on the built-in real photos (`DEFAULT_TAU`), since cosine scales differ by network."""
-    proposals: list[str] = field(default_factory=lambda: ["ssd", "windows"])
-    """Candidate sources, any of: ssd, windows (the shared matcher's, with the whole image), similarity, peaks."""
-    fallback_proposals: list[str] = field(default_factory=lambda: ["similarity", "peaks"])
-    """Sources tried only when the best candidate of `proposals` scores below `fallback_below`."""
-    fallback_below: float | None = None
-    """Score under which `fallback_proposals` are added (None: tau)."""
-    ssd_threshold: float = 0.02
-    """SSD score threshold; low on purpose, since the detector's class and confidence are not what is matched."""
-    ssd_max_proposals: int = 100
-    max_proposals: int = 96
-    """Boxes kept from the matcher's sources (the whole image and an equal share of each)."""
-    whole_image: bool = True
-    """Propose the whole image too (as `detect` and the library do)."""
-    hflip: bool = False
-    """Also embed each support mirrored (the concept memory does what its `augment` says; the defaults agree)."""
-    zoom_out: list[float] = field(default_factory=lambda: [2.5])
-    """Also embed each support zoomed out by these factors (as the concept memory does)."""
-    peaks: int = 3
-    """Local maxima of the similarity map used by the 'similarity' and 'peaks' sources."""
-    grow_levels: list[float] = field(default_factory=lambda: [0.5, 0.65, 0.8])
-    """Relative levels between the map's median (0) and a peak (1) at which regions are grown."""
-    peak_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.4, 2.0])
-    """Sizes around peaks, relative to a support box's size as a fraction of its image."""
-    peak_aspect_ratios: list[float] = field(default_factory=lambda: [0.6, 1.0, 1.6])
-    layout_weight: float = 0.0
-    """Weight of the 3x3 layout similarity in the score (0 = the shared matcher's score; above 0 `localize` no
-    longer agrees with `detect` and library search)."""
-    layout_grid: int = 3
-    refine_top: int = field(default_factory=lambda: MatcherConfig().refine_top)
-    """The best distinct candidates whose edges are refined when the object is found (0: off); the shared
-    matcher's default (`MatcherConfig.refine_top`, `focuskit.matcher.refine`)."""
-    refine_steps: list[float] = field(default_factory=lambda: list(MatcherConfig().refine_steps))
-    refine_accept: float = MatcherConfig.refine_accept
-    min_box_size: float = 4.0
-    """Candidates narrower or shorter than this many pixels are dropped."""
-    max_instances: int = 1
-    """Above 1, further non-overlapping candidates above tau are returned as `Prediction.extra_boxes` (their
-    scores in `meta["extra_scores"]`), after NMS among the candidates above tau at `instance_iou`."""
-    instance_iou: float = 0.3
-    """IoU above which two candidates count as the same instance (per-instance NMS, which also drops a candidate
-    lying mostly inside a kept one or covering one: `focuskit.core.detections.instance_nms`)."""
-    cache_size: int = 256
-    """Support embeddings kept in memory (least recently used are dropped)."""
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.proposals) - set(SOURCES))
-        if unknown or not self.proposals:
-            raise ConfigError(f"matching proposals must be a non-empty list of {list(SOURCES)}, got {self.proposals}")
-        unknown = sorted(set(self.fallback_proposals) - set(SOURCES))
-        if unknown:
-            raise ConfigError(f"matching fallback_proposals must be a list of {list(SOURCES)}, got {unknown}")
-        if self.input_size < 32:
-            raise ConfigError(f"matching input_size must be >= 32 pixels, got {self.input_size}")
-        if self.tau is not None and not -1.0 <= self.tau <= 1.0:
-            raise ConfigError(f"matching tau must be in [-1, 1] (a cosine similarity), got {self.tau}")
-        if not 0.0 <= self.layout_weight <= 1.0:
-            raise ConfigError(f"matching layout_weight must be in [0, 1], got {self.layout_weight}")
-        if self.layout_grid < 1:
-            raise ConfigError(f"matching layout_grid must be >= 1, got {self.layout_grid}")
-        if self.peaks < 1:
-            raise ConfigError(f"matching peaks must be >= 1, got {self.peaks}")
-        if any(not 0.0 <= t < 1.0 for t in self.grow_levels) or not self.grow_levels:
-            raise ConfigError(f"matching grow_levels must be numbers in [0, 1), got {self.grow_levels}")
-        if any(s <= 0 for s in self.peak_scales) or any(a <= 0 for a in self.peak_aspect_ratios):
-            raise ConfigError("matching peak_scales and peak_aspect_ratios must be positive numbers")
-        if self.max_instances < 1:
-            raise ConfigError(f"matching max_instances must be >= 1, got {self.max_instances}")
-        if not 0.0 < self.instance_iou <= 1.0:
-            raise ConfigError(f"matching instance_iou must be in (0, 1], got {self.instance_iou}")
-        if self.refine_top < 0 or any(not 0.0 < st < 1.0 for st in self.refine_steps):
-            raise ConfigError("matching refine_top must be >= 0 and refine_steps fractions in (0, 1)")
-        if self.cache_size < 0:
-            raise ConfigError(f"matching cache_size must be >= 0, got {self.cache_size}")
 
 
 @dataclass(frozen=True)
@@ -196,6 +107,7 @@ class MatchingLocalizer:
             refine_top=cfg.refine_top,
             refine_steps=list(cfg.refine_steps),
             refine_accept=cfg.refine_accept,
+            rotate=list(cfg.rotate),
         )
 
     # --- supports -------------------------------------------------------------------------------------------
@@ -217,6 +129,7 @@ class MatchingLocalizer:
                 cfg.layout_grid,
                 cfg.hflip,
                 tuple(cfg.zoom_out),
+                tuple(cfg.rotate),
                 image_key(s.image),
                 tuple(s.box.as_list(3)),
             )
@@ -233,7 +146,7 @@ class MatchingLocalizer:
                 self.cache_hits += 1
                 found[key] = cached
             else:
-                pending.setdefault(key[4], []).append(i)
+                pending.setdefault(key[5], []).append(i)
         for indices in pending.values():
             img = load_image(supports[indices[0]].image, what=f"support image {indices[0] + 1}")
             fm = self.encoder.encode(img)
