@@ -134,3 +134,25 @@ def test_matcher_refine_small_is_a_no_op_when_off() -> None:
     assert RegionMatcher(encoder=enc).refine_small(img, fmap, boxes, emb, np.array([0.9])) is emb
     on = RegionMatcher(MatcherConfig(crop_small_cells=4), encoder=enc)
     assert not np.allclose(on.refine_small(img, fmap, boxes, emb, np.array([0.9])), emb)
+
+
+def test_memory_stores_a_crop_variant_for_small_views_and_old_memories_still_match(tmp_path) -> None:
+    from focuskit.memory.store import AugmentConfig, ConceptMemory, EncoderSpec, MemoryConfig, ProposerSpec
+
+    spec = EncoderSpec("mobilenetv2", {"pretrained": False, "input_size": 64})
+    arr = np.random.default_rng(0).integers(0, 255, size=(128, 192, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    small, large = Box(100, 60, 112, 72), Box(10, 10, 150, 110)  # 64 px input, stride 16: ~0.06 and ~7 cells
+
+    def views(path, cells: float) -> int:
+        config = MemoryConfig(augment=AugmentConfig(zoom_out=[], crop_small_cells=cells))
+        with ConceptMemory(path, encoder=spec, config=config, proposer=ProposerSpec("windows")) as mem:
+            mem.add("x", [img, img], boxes=[small, large])
+            return len(mem.view_embeddings("x")[0])
+
+    assert views(tmp_path / "off", 0) == 2  # one vector per view
+    assert views(tmp_path / "on", 1) == 3  # + the small view's crop variant, indexed with the others
+    config = MemoryConfig(augment=AugmentConfig(zoom_out=[], crop_small_cells=1))
+    with ConceptMemory(tmp_path / "off", encoder=spec, config=config, create=False) as old:  # written without crops
+        emb, _ = old.view_embeddings("x")
+        assert old.match(emb, top_k=4).names == ["x"]
