@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from focuskit.core.box import Box
 from focuskit.core.errors import ConfigError
 from focuskit.core.masks import box_to_mask
-from focuskit.models.encoders.base import FeatureMap
-from focuskit.core.box import Box
 from focuskit.matcher import MatcherConfig, RegionMatcher
+from focuskit.models.encoders.base import FeatureMap
 from focuskit.models.regions import (
     CROP_VARIANT,
     crop_window,
