@@ -9,8 +9,8 @@ import sqlite3
 import numpy as np
 
 from focuskit.core.box import Box
-from focuskit.core.errors import MemoryStoreError
-from focuskit.core.names import MAX_NAME_LENGTH
+from focuskit.core.errors import ConceptNameError, MemoryStoreError
+from focuskit.core.names import check_concept_name
 from focuskit.memory.database import MemoryDatabase
 from focuskit.memory.index_cache import INDEXED
 from focuskit.memory.results import ConceptInfo, StoredView
@@ -19,19 +19,16 @@ from focuskit.viz.draw import PALETTE
 
 
 def check_name(name: str) -> str:
-    """`name` stripped, or a `MemoryStoreError`: non-empty, at most `MAX_NAME_LENGTH` printable characters.
+    """`name` stripped, or a `MemoryStoreError` saying which part of the one concept-name rule it breaks.
 
-    Looser than `focuskit.core.names.check_concept_name` (which the CLI and the API apply before they get here):
-    the memory only refuses what it cannot store and list sensibly.
+    The rule is `focuskit.core.names.check_concept_name`, the same one the CLI, the API and the page apply, so a
+    concept added from Python can always be addressed by name in a URL or a CLI argument later. Only new names
+    (add, rename) are checked; lookups take any stored name, so a memory written before the rule still opens.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise MemoryStoreError(f"a concept name must be a non-empty string, got {name!r}")
-    clean = name.strip()
-    if len(clean) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in clean):
-        raise MemoryStoreError(
-            f"a concept name must be at most {MAX_NAME_LENGTH} printable characters, got {clean[:40]!r}..."
-        )
-    return clean
+    try:
+        return check_concept_name(name)
+    except ConceptNameError as err:
+        raise MemoryStoreError(str(err)) from None
 
 
 def concept_infos(db: MemoryDatabase) -> list[ConceptInfo]:
