@@ -100,6 +100,8 @@ class MatchingConfig:
     lying mostly inside a kept one or covering one: `focuskit.core.detections.instance_nms`)."""
     cache_size: int = 256
     """Support embeddings kept in memory (least recently used are dropped)."""
+    crop_small_cells: float = MatcherConfig.crop_small_cells
+    """Re-embed small supports and the best small candidates from crops (`MatcherConfig.crop_small_cells`)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.proposals) - set(SOURCES))
@@ -191,6 +193,7 @@ class MatchingLocalizer:
             hflip=cfg.hflip,
             zoom_out=list(cfg.zoom_out),
             tau=cfg.tau,
+            crop_small_cells=cfg.crop_small_cells,
         )
 
     # --- supports -------------------------------------------------------------------------------------------
@@ -212,6 +215,7 @@ class MatchingLocalizer:
                 cfg.layout_grid,
                 cfg.hflip,
                 tuple(cfg.zoom_out),
+                cfg.crop_small_cells,
                 image_key(s.image),
                 tuple(s.box.as_list(3)),
             )
@@ -317,12 +321,12 @@ class MatchingLocalizer:
         return boxes[first], source[first]
 
     def score_boxes(
-        self, fm: FeatureMap, boxes: np.ndarray, views: Sequence[SupportView]
+        self, fm: FeatureMap, boxes: np.ndarray, views: Sequence[SupportView], embeddings: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (N,) of candidate boxes, and the index of the best-matching support for each."""
+        """Scores (N,) of candidate boxes (or of their given `embeddings`), and the best-matching support of each."""
         if len(boxes) == 0:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        emb = self.matcher.embed_regions(fm, boxes)
+        emb = self.matcher.embed_regions(fm, boxes) if embeddings is None else embeddings
         per = [len(v.embeddings) for v in views]
         owner = np.repeat(np.arange(len(views)), per)
         cos_all = emb @ np.concatenate([v.embeddings for v in views]).T  # (N, sum A)
@@ -366,6 +370,11 @@ class MatchingLocalizer:
             more_scores, more_view = self.score_boxes(fm, more, views)
             boxes, source = np.concatenate([boxes, more]), np.concatenate([source, more_source])
             scores, best_view = np.concatenate([scores, more_scores]), np.concatenate([best_view, more_view])
+        if cfg.crop_small_cells > 0 and len(boxes):  # small candidates re-embedded from crops, then re-scored
+            emb = self.matcher.embed_regions(fm, boxes)
+            refined = self.matcher.refine_small(image, fm, boxes, emb, scores)
+            if refined is not emb:
+                scores, best_view = self.score_boxes(fm, boxes, views, refined)
         meta: dict[str, Any] = {"candidates": len(boxes), "encoder": self.encoder.name, "fallback": fell_back}
         if len(boxes) == 0:
             return Prediction(None, 0.0, meta={**meta, "reason": "no candidate regions"})

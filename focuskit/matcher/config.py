@@ -64,6 +64,10 @@ class MatcherConfig:
     """Also embed each support view placed in a canvas this many times larger (CNN features are not scale invariant)."""
     tau: float | None = None
     """Absent threshold; None: the measured value for the encoder's tag (`DEFAULT_TAU`)."""
+    crop_small_cells: float = 0.0
+    """Regions covering fewer than this many feature cells are re-embedded from a crop resized to the encoder's
+    working size: a support view once (a `crop` variant), a query's best 8 candidates after the ordinary scoring,
+    then re-scored (`focuskit.models.regions`). 0 = off (docs/masks.md has the measurement)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.proposers) - set(PROPOSAL_SOURCES))
@@ -76,5 +80,7 @@ class MatcherConfig:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"matcher zoom_out factors must be in (1, 8], got {bad}")
+        if self.crop_small_cells < 0:
+            raise ConfigError(f"matcher crop_small_cells must be >= 0 (0 = off), got {self.crop_small_cells}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"matcher tau must be in [-1, 1] (a cosine similarity), got {self.tau}")

@@ -68,11 +68,16 @@ class AugmentConfig:
     hflip: bool = MatcherConfig.hflip
     """Default: the shared matcher's (off; see `focuskit.matcher.MatcherConfig.hflip`)."""
     zoom_out: list[float] = field(default_factory=lambda: list(MatcherConfig().zoom_out))
+    crop_small_cells: float = MatcherConfig.crop_small_cells
+    """Views covering fewer than this many feature cells also get a `crop` variant (re-embedded from a crop; 0 =
+    off). Default: the shared matcher's (`focuskit.matcher.MatcherConfig.crop_small_cells`)."""
 
     def __post_init__(self) -> None:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"augment.zoom_out factors must be in (1, 8], got {bad}")
+        if self.crop_small_cells < 0:
+            raise ConfigError(f"augment.crop_small_cells must be >= 0 (0 = off), got {self.crop_small_cells}")
 
 
 @dataclass(frozen=True)
