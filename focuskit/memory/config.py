@@ -90,12 +90,17 @@ class MemoryConfig:
     """Seconds a writer waits for another writer before giving up with an error."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    autobox: str = "refined"
+    """How views added without a box are boxed (`memory.autobox.METHODS`): "refined", or "refined-hands" for
+    objects photographed in a hand (it also avoids skin, so never for people), or "saliency" (the first method)."""
 
     def __post_init__(self) -> None:
         if self.view_max_side < 32 or self.thumbnail_side < 16:
             raise ConfigError(
                 f"view_max_side must be >= 32 and thumbnail_side >= 16, got {self.view_max_side}, {self.thumbnail_side}"
             )
+        if self.autobox not in ("saliency", "refined", "refined-hands"):
+            raise ConfigError(f"autobox must be 'refined', 'refined-hands' or 'saliency', got {self.autobox!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 

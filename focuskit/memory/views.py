@@ -235,6 +235,7 @@ class ViewPreparer:
                 [fmaps[t.index] for t in todo],
                 self._proposer(),
                 anchors=np.asarray(anchors, dtype=np.float32).reshape(-1, encoder.dim) if anchors else None,
+                method=self.config.autobox,
             )
             picks = {t.index: f for t, f in zip(todo, found, strict=True)}
         prepared: list[PreparedView] = []
