@@ -209,18 +209,10 @@ class MatchingLocalizer:
         even when several supports share it (plus its mirrored and zoomed-out variants).
         """
         cfg = self.config
-        keys = [
-            (
-                self.encoder.name,
-                cfg.layout_grid,
-                cfg.hflip,
-                tuple(cfg.zoom_out),
-                cfg.crop_small_cells,
-                image_key(s.image),
-                tuple(s.box.as_list(3)),
-            )
-            for s in supports
-        ]
+        # (what the embedding depends on, image, box): supports are grouped by the middle part, so it has a name
+        # instead of a position that a new setting could shift (it once grouped every support onto one image).
+        settings = (self.encoder.name, cfg.layout_grid, cfg.hflip, tuple(cfg.zoom_out), cfg.crop_small_cells)
+        keys = [(settings, image_key(s.image), tuple(s.box.as_list(3))) for s in supports]
         found: dict[tuple[Any, ...], SupportView] = {}
         pending: dict[tuple[Any, ...], list[int]] = {}
         for i, key in enumerate(keys):
@@ -232,7 +224,7 @@ class MatchingLocalizer:
                 self.cache_hits += 1
                 found[key] = cached
             else:
-                pending.setdefault(key[4], []).append(i)
+                pending.setdefault(key[1], []).append(i)  # by image
         for indices in pending.values():
             img = load_image(supports[indices[0]].image, what=f"support image {indices[0] + 1}")
             fm = self.encoder.encode(img)
