@@ -136,12 +136,17 @@ def detect(
     if segmenter is not None and not segment:
         raise ConfigError("--segmenter needs --segment")
     cfg = _config(config, tau, max_instances, (segmenter or "grabcut") if segment else None)
-    mem, detector = _open(memory, cfg)
-    with mem:
-        if video is not None:
-            _detect_video(video, detector, cfg, draw, as_json, every_n, fps)
-            return
-        _detect_images(paths, mem, detector, cfg, out, draw, draw_dir, as_json)
+    from focuskit.models.encoders.backend import use_encoder_backend
+
+    # Query only: the encoder may run exported to ONNX (no torch import; same tag and embeddings, see
+    # focuskit/models/encoders/onnx_runtime.py). FOCUSKIT_ENCODER_BACKEND=torch keeps the reference.
+    with use_encoder_backend("auto"):
+        mem, detector = _open(memory, cfg)
+        with mem:
+            if video is not None:
+                _detect_video(video, detector, cfg, draw, as_json, every_n, fps)
+                return
+            _detect_images(paths, mem, detector, cfg, out, draw, draw_dir, as_json)
 
 
 def _detect_images(
