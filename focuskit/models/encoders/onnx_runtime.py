@@ -164,18 +164,15 @@ def onnx_mobilenetv2(
             raise ModelError("the ONNX runtime has no random-weight MobileNetV2: use the torch backend")
         return None
     path = mobilenetv2_onnx_path(layer)  # ModelError here (weights package missing) is the user's to see
+    options = {"name": encoder_name(layer), "dim": dim, "stride": stride, "input_size": input_size}
     try:
-        if not path.is_file():
-            export_and_check(layer, path)
-        return OnnxEncoder(
-            path,
-            name=encoder_name(layer),
-            dim=dim,
-            stride=stride,
-            input_size=input_size,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-        )
+        if path.is_file():
+            try:
+                return OnnxEncoder(path, mean=IMAGENET_MEAN, std=IMAGENET_STD, **options)  # type: ignore[arg-type]
+            except cv2.error:
+                path.unlink(missing_ok=True)  # damaged (a disk filled up, a copy cut short): export it anew
+        export_and_check(layer, path)
+        return OnnxEncoder(path, mean=IMAGENET_MEAN, std=IMAGENET_STD, **options)  # type: ignore[arg-type]
     except (ImportError, OSError, RuntimeError, ModelError, cv2.error) as exc:
         message = f"cannot use the ONNX runtime for mobilenetv2 {layer} ({type(exc).__name__}: {exc})"
         if required:
