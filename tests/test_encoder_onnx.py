@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from focuskit.core.errors import ConfigError
+from focuskit.core.errors import ConfigError, ModelError
 from focuskit.models.encoders import create_encoder, encoder_backend, use_encoder_backend
 from focuskit.models.encoders.base import FeatureMap
 from focuskit.models.encoders.mobilenetv2 import MobileNetV2Encoder
@@ -147,3 +147,24 @@ def test_backend_choice(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert encoder_backend() == "torch"
     with use_encoder_backend("onnx"), pytest.raises(ConfigError, match="layr"):
         create_encoder("mobilenetv2", layr="s16")  # a typo is refused the same way on both runtimes
+
+
+def test_failed_export_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ONNX runtime to be had (here: the exporter fails, as without the onnx package): "auto" warns once and
+    builds the torch encoder, "onnx" refuses, and nothing half-written is left in the cache."""
+    import focuskit.models.encoders.mobilenetv2 as mnv2
+
+    monkeypatch.setenv("FOCUSKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("FOCUSKIT_ENCODER_BACKEND", raising=False)
+
+    def broken(layer: str, target: Path, *, input_size: int = 448) -> None:
+        target.write_bytes(b"partial")
+        raise RuntimeError("Module onnx is not installed!")
+
+    monkeypatch.setattr(mnv2, "export_onnx", broken)
+    with use_encoder_backend("auto"), pytest.warns(RuntimeWarning, match="using torch"):
+        encoder = create_encoder("mobilenetv2")
+    assert isinstance(encoder, MobileNetV2Encoder) and encoder.name == "mobilenetv2"
+    with use_encoder_backend("onnx"), pytest.raises(ModelError, match="onnx is not installed"):
+        create_encoder("mobilenetv2")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

