@@ -27,9 +27,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from focuskit.core.cache import cache_dir, write_atomically
+from focuskit.core.cache import cache_dir
 from focuskit.core.errors import ModelError
 from focuskit.core.image import load_image
+from focuskit.core.io import atomic_write_with
 from focuskit.models.encoders.base import FeatureMap, preprocess_array
 from focuskit.models.encoders.mobilenetv2_spec import (
     IMAGENET_MEAN,
@@ -144,7 +145,7 @@ def export_and_check(layer: str, target: Path) -> None:
                     f"(shape {got.shape} vs {want.shape}, relative error {err:.2e} > {CHECK_TOLERANCE:g})"
                 )
 
-    write_atomically(target, write)
+    atomic_write_with(target, write)
 
 
 def onnx_mobilenetv2(
