@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Rebuildable files (the encoder's ONNX export, demo data) go to a folder of this test session, not the user's cache.
+os.environ.setdefault("FOCUSKIT_CACHE_DIR", tempfile.mkdtemp(prefix="focuskit-test-cache-"))
 
 _LOOPBACK = ("127.", "localhost", "::1", "0.0.0.0")
 _real_connect = socket.socket.connect

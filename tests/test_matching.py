@@ -125,6 +125,16 @@ def test_support_embeddings_are_cached_by_image_and_box(engine: MatchingLocalize
     assert counting.calls == 10  # identical pixels hit the cache whatever the object identity
 
 
+def test_each_support_is_embedded_from_its_own_image(engine: MatchingLocalizer) -> None:
+    """Several support images in one call give the views each gives alone (a cache-key change once pooled every
+    support's box on the first support's image, silently)."""
+    supports = _supports(BOX, ["box_f0000.jpg", "box_f0130.jpg", "box_f0310.jpg"])
+    together = _variant(engine).embed_supports(supports)
+    for s, view in zip(supports, together, strict=True):
+        (alone,) = _variant(engine).embed_supports([s])
+        np.testing.assert_allclose(view.embeddings, alone.embeddings, atol=1e-6)
+
+
 def test_cache_size_bounds_memory(engine: MatchingLocalizer) -> None:
     loc = MatchingLocalizer(MatchingConfig(cache_size=1), encoder=engine.encoder)
     views = loc.embed_supports(_supports(BOX, ["box_f0000.jpg", "box_f0130.jpg"]))

@@ -162,6 +162,18 @@ def test_rename_remove_and_context(tmp_path: Path) -> None:
         mem.remove("b")
 
 
+@pytest.mark.parametrize("bad", ["a/b", "..", "tab\there", "x" * 201, "  "])
+def test_python_api_applies_the_cli_name_rule(tmp_path: Path, bad: str) -> None:
+    """A concept added from Python must be addressable later by the CLI and in a URL: same rule, nothing stored."""
+    mem = new_memory(tmp_path / "mem")
+    mem.add("ok", [photo(0)], boxes=[Box(0, 0, 30, 30)])
+    with pytest.raises(MemoryStoreError):
+        mem.add(bad, [photo(1)], boxes=[Box(0, 0, 30, 30)])
+    with pytest.raises(MemoryStoreError):
+        mem.rename("ok", bad)
+    assert mem.names() == ["ok"]
+
+
 def test_other_process_changes_are_seen(tmp_path: Path) -> None:
     reader = new_memory(tmp_path / "mem")
     writer = new_memory(tmp_path / "mem")

@@ -7,10 +7,19 @@ import pytest
 import torch
 from PIL import Image
 
+from focuskit.core.box import Box
 from focuskit.core.errors import ConfigError
 from focuskit.core.masks import box_to_mask
+from focuskit.matcher import MatcherConfig, RegionMatcher
 from focuskit.models.encoders.base import FeatureMap
-from focuskit.models.regions import crop_window, embed_regions, region_cells
+from focuskit.models.regions import (
+    CROP_VARIANT,
+    crop_window,
+    embed_regions,
+    refine_small_regions,
+    region_cells,
+    small_candidates,
+)
 
 
 class ColourEncoder:
@@ -84,3 +93,66 @@ def test_validation() -> None:
         embed_regions(enc, img, np.zeros((1, 4)), mode="zoom")
     with pytest.raises(ConfigError, match="one mask per box"):
         embed_regions(enc, img, np.array([[0, 0, 5, 5]]), masks=np.zeros((2, 200, 320), dtype=bool))
+
+
+def test_only_the_best_small_candidates_are_re_embedded() -> None:
+    img, enc = scene(), ColourEncoder()
+    fmap = enc.encode(img)
+    boxes = np.array([[200, 100, 206, 106], [20, 20, 140, 120], [0, 0, 6, 6], [300, 180, 306, 186]], dtype=float)
+    scores = np.array([0.9, 0.8, 0.1, -np.inf])
+    assert small_candidates(fmap, boxes, scores, min_cells=4, top=2).tolist() == [0]  # 2 is small but not top-2
+    assert small_candidates(fmap, boxes, scores, min_cells=4, top=8).tolist() == [0, 2]  # never a -inf row
+    assert small_candidates(fmap, boxes, scores, min_cells=0).tolist() == []  # off
+    emb = fmap.pool_boxes(boxes)
+    enc.sizes.clear()
+    refined, rows = refine_small_regions(enc, img, fmap, boxes, emb, scores, min_cells=4, top=2)
+    assert rows.tolist() == [0] and len(enc.sizes) == 1  # one encoder pass: the one small top candidate
+    assert np.allclose(refined[1:], emb[1:]) and not np.allclose(refined[0], emb[0])
+    assert np.allclose(refined[0], embed_regions(enc, img, boxes[:1], mode="crop")[0])
+    same, none = refine_small_regions(enc, img, fmap, boxes, emb, scores, min_cells=0)
+    assert same is emb and len(none) == 0
+
+
+def test_matcher_adds_a_crop_variant_to_small_views_only_when_on() -> None:
+    img, enc = scene(), ColourEncoder()
+    views = [Box(200, 100, 206, 106), Box(20, 20, 140, 120)]
+    off = RegionMatcher(MatcherConfig(zoom_out=[]), encoder=enc).many_view_variants(img, views)
+    assert [[n for n, _ in v] for v in off] == [["original"], ["original"]]
+    on = RegionMatcher(MatcherConfig(zoom_out=[], crop_small_cells=4), encoder=enc).many_view_variants(img, views)
+    assert [[n for n, _ in v] for v in on] == [["original", CROP_VARIANT], ["original"]]
+    red = np.array([2.0, 1.0, 1.0]) / np.linalg.norm([2.0, 1.0, 1.0])
+    assert on[0][1][1] @ red > on[0][0][1] @ red + 0.05  # the crop sees the small red object, pooling blurs it
+    with pytest.raises(ConfigError, match="crop_small_cells"):
+        MatcherConfig(crop_small_cells=-1)
+
+
+def test_matcher_refine_small_is_a_no_op_when_off() -> None:
+    img, enc = scene(), ColourEncoder()
+    fmap = enc.encode(img)
+    boxes = np.array([[200, 100, 206, 106]], dtype=float)
+    emb = fmap.pool_boxes(boxes)
+    assert RegionMatcher(encoder=enc).refine_small(img, fmap, boxes, emb, np.array([0.9])) is emb
+    on = RegionMatcher(MatcherConfig(crop_small_cells=4), encoder=enc)
+    assert not np.allclose(on.refine_small(img, fmap, boxes, emb, np.array([0.9])), emb)
+
+
+def test_memory_stores_a_crop_variant_for_small_views_and_old_memories_still_match(tmp_path) -> None:
+    from focuskit.memory.store import AugmentConfig, ConceptMemory, EncoderSpec, MemoryConfig, ProposerSpec
+
+    spec = EncoderSpec("mobilenetv2", {"pretrained": False, "input_size": 64})
+    arr = np.random.default_rng(0).integers(0, 255, size=(128, 192, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    small, large = Box(100, 60, 112, 72), Box(10, 10, 150, 110)  # 64 px input, stride 16: ~0.06 and ~7 cells
+
+    def views(path, cells: float) -> int:
+        config = MemoryConfig(augment=AugmentConfig(zoom_out=[], crop_small_cells=cells))
+        with ConceptMemory(path, encoder=spec, config=config, proposer=ProposerSpec("windows")) as mem:
+            mem.add("x", [img, img], boxes=[small, large])
+            return len(mem.view_embeddings("x")[0])
+
+    assert views(tmp_path / "off", 0) == 2  # one vector per view
+    assert views(tmp_path / "on", 1) == 3  # + the small view's crop variant, indexed with the others
+    config = MemoryConfig(augment=AugmentConfig(zoom_out=[], crop_small_cells=1))
+    with ConceptMemory(tmp_path / "off", encoder=spec, config=config, create=False) as old:  # written without crops
+        emb, _ = old.view_embeddings("x")
+        assert old.match(emb, top_k=4).names == ["x"]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from focuskit.core.errors import ConfigError
-from focuskit.personalize.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image, is_video
+from focuskit.core.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, is_image, is_video
 
 _GLOB_CHARS = set("*?[")
 

@@ -136,12 +136,17 @@ def detect(
     if segmenter is not None and not segment:
         raise ConfigError("--segmenter needs --segment")
     cfg = _config(config, tau, max_instances, (segmenter or "grabcut") if segment else None)
-    mem, detector = _open(memory, cfg)
-    with mem:
-        if video is not None:
-            _detect_video(video, detector, cfg, draw, as_json, every_n, fps)
-            return
-        _detect_images(paths, mem, detector, cfg, out, draw, draw_dir, as_json)
+    from focuskit.models.encoders.backend import use_encoder_backend
+
+    # Query only: the encoder may run exported to ONNX (no torch import; same tag and embeddings, see
+    # focuskit/models/encoders/onnx_runtime.py). FOCUSKIT_ENCODER_BACKEND=torch keeps the reference.
+    with use_encoder_backend("auto"):
+        mem, detector = _open(memory, cfg)
+        with mem:
+            if video is not None:
+                _detect_video(video, detector, cfg, draw, as_json, every_n, fps)
+                return
+            _detect_images(paths, mem, detector, cfg, out, draw, draw_dir, as_json)
 
 
 def _detect_images(
@@ -287,25 +292,30 @@ def ask(
         oc = _openai_config(model, base_url, cfg)
         check_reachable(oc.base_url, min(2.0, float(oc.connect_timeout)))
     options = cfg.generation if max_new_tokens is None else replace(cfg.generation, max_new_tokens=max_new_tokens)
-    mem, detector = _open(memory, cfg)
-    with mem:
-        vlm = make_backend(backend, model, base_url, cfg)
-        if video is not None:
-            from focuskit.personalize.video import ask_video
+    from focuskit.models.encoders.backend import use_encoder_backend
 
-            va = ask_video(
-                video, question, mem, vlm, detector=detector, sampling=_sampling(cfg, every_n, fps), output=draw,
-                template=cfg.prompt, options=options,
-            )  # fmt: skip
-            if verbose:
-                typer.echo(f"prompt sent to the VLM:\n{va.prompt}", err=True)
-            if as_json:
-                typer.echo(json.dumps({"answer": va.text, "prompt": va.prompt,
-                                       "frames": [f.to_json() for f in va.result.frames]}))  # fmt: skip
-            else:
-                typer.echo(va.text)
-            return
-        _ask_images(paths, question, mem, vlm, detector, cfg, options, draw, draw_dir, out, as_json, verbose)
+    # An endpoint answers: this process only detects, so the encoder may run on ONNX (see `detect`). In-process
+    # transformers import torch anyway: keep the reference encoder there.
+    with use_encoder_backend("auto" if backend == "openai" else "torch"):
+        mem, detector = _open(memory, cfg)
+        with mem:
+            vlm = make_backend(backend, model, base_url, cfg)
+            if video is not None:
+                from focuskit.personalize.video import ask_video
+
+                va = ask_video(
+                    video, question, mem, vlm, detector=detector, sampling=_sampling(cfg, every_n, fps), output=draw,
+                    template=cfg.prompt, options=options,
+                )  # fmt: skip
+                if verbose:
+                    typer.echo(f"prompt sent to the VLM:\n{va.prompt}", err=True)
+                if as_json:
+                    typer.echo(json.dumps({"answer": va.text, "prompt": va.prompt,
+                                           "frames": [f.to_json() for f in va.result.frames]}))  # fmt: skip
+                else:
+                    typer.echo(va.text)
+                return
+            _ask_images(paths, question, mem, vlm, detector, cfg, options, draw, draw_dir, out, as_json, verbose)
 
 
 def _ask_images(

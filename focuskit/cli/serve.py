@@ -63,7 +63,8 @@ def serve(
     if library is not None and memory is None:
         raise ConfigError("--library needs --memory DIR too: where concepts and the library index are kept")
     if demo:
-        from focuskit.library.demo import build_demo_library, cache_dir
+        from focuskit.core.cache import cache_dir
+        from focuskit.library.demo import build_demo_library
 
         typer.echo("focuskit: no --memory/--library given: serving the built-in demo library")
         library = build_demo_library()

@@ -21,319 +21,34 @@ Concept sets with boxes (PerSeg, generic concept folders): the supports are a co
 Negative episodes (for rejection) pair an episode's supports with the query image of another sequence or concept,
 with `query_box=None`. Everything random (partitions, negatives) draws from generators seeded by `seed`, and the
 sampling of supports is deterministic, so the same inputs give the same files.
+
+The pieces live in their own modules: settings and partitions in `episode_config`, the frame rule in
+`frame_sampling`, the build statistics in `episode_stats`, dataset counts in `summaries`. Their names are
+re-exported here, the import path code and docs use.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from focuskit.core.box import Box
 from focuskit.core.episode import Episode, Support
-from focuskit.core.errors import ConfigError, DatasetError, ImageError
-from focuskit.core.image import image_size
-from focuskit.core.io import atomic_write_bytes
+from focuskit.core.errors import ConfigError
 from focuskit.data.concept_set import ConceptDataset
+from focuskit.data.episode_config import DEFAULT_FRACTIONS, PARTS, EpisodeConfig, Part, Partition, partition_infos
+from focuskit.data.episode_stats import EpisodeStats, plot_statistics
+from focuskit.data.frame_sampling import BOX_SLACK_PX, FrameChecker, select_frames, uniform_pick
 from focuskit.data.sequences import DataReport, SequenceDataset, SequenceInfo, TrackSequence
-
-Partition = Literal["none", "random", "category"]
-Part = Literal["train", "val", "test"]
-PARTS: tuple[str, ...] = ("train", "val", "test")
-DEFAULT_FRACTIONS: dict[str, tuple[float, float, float]] = {
-    "random": (0.8, 0.1, 0.1),
-    "category": (0.5, 0.0, 0.5),  # LaSOT's unseen-category protocol: half the classes train, half test
-}
-BOX_SLACK_PX = 0.5
-"""Boxes may cross the border by this much (rounding in xywh annotations) before they are clipped and counted."""
+from focuskit.data.summaries import summarize_concepts, summarize_episodes, summarize_sequences
 
 
-@dataclass(frozen=True)
-class EpisodeConfig:
-    """How episodes are built. Filled from a YAML file (`load_config`) and/or command-line flags."""
-
-    shots: list[int] = field(default_factory=lambda: [1, 2, 4])
-    """Support counts; one set of episodes per k."""
-    negatives: int = 0
-    """Negative episodes to add per k (supports of one sequence, query image of another, `query_box=None`)."""
-    seed: int = 0
-    partition: Partition = "none"
-    """'random' splits sequences, 'category' splits their categories (so test categories are unseen in train)."""
-    part: Part = "test"
-    """Which part of the partition to build episodes from."""
-    fractions: list[float] | None = None
-    """train, val, test fractions of the partition; default 0.8,0.1,0.1 (random) or 0.5,0,0.5 (category)."""
-    limit: int | None = None
-    """Use only the first N sequences/concepts (after partitioning), for quick looks at big datasets."""
-    check_images: bool = True
-    """Read the header of every chosen frame: unreadable images and boxes outside the frame become unusable."""
-    min_box_fraction: float = 0.0
-    """Frames whose target box covers less than this fraction of the image are unusable (0 = keep all)."""
-    query_gap: int = 0
-    """Frames right before the query that may not be supports (0 = the paper's rule: any earlier usable frame)."""
-
-    def __post_init__(self) -> None:
-        if not self.shots or any(k < 1 for k in self.shots):
-            raise ConfigError(f"shots must be integers >= 1, got {self.shots}")
-        object.__setattr__(self, "shots", sorted(set(self.shots)))
-        if self.negatives < 0:
-            raise ConfigError(f"negatives must be >= 0, got {self.negatives}")
-        if self.partition not in ("none", "random", "category"):
-            raise ConfigError(f"partition must be none, random or category, got {self.partition!r}")
-        if self.part not in PARTS:
-            raise ConfigError(f"part must be one of {', '.join(PARTS)}, got {self.part!r}")
-        if self.fractions is not None:
-            if len(self.fractions) != 3 or any(f < 0 for f in self.fractions):
-                raise ConfigError(f"fractions must be three numbers >= 0 (train,val,test), got {self.fractions}")
-            if not math.isclose(sum(self.fractions), 1.0, abs_tol=1e-6):
-                raise ConfigError(f"fractions must sum to 1, got {self.fractions} (sum {sum(self.fractions):.3f})")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be >= 1, got {self.limit}")
-        if not 0.0 <= self.min_box_fraction < 1.0:
-            raise ConfigError(f"min_box_fraction must be in [0, 1), got {self.min_box_fraction}")
-        if self.query_gap < 0:
-            raise ConfigError(f"query_gap must be >= 0, got {self.query_gap}")
-
-    def split_fractions(self) -> tuple[float, float, float]:
-        if self.fractions is not None:
-            return (self.fractions[0], self.fractions[1], self.fractions[2])
-        return DEFAULT_FRACTIONS.get(self.partition, (0.0, 0.0, 1.0))
-
-
-# --- partitions -----------------------------------------------------------------------------------------------
-def partition_infos(infos: Sequence[SequenceInfo], config: EpisodeConfig) -> list[SequenceInfo]:
-    """The sequences (or concepts) in `config.part` of a seeded train/val/test partition, in the input order.
-
-    'random' assigns sequences; 'category' assigns whole categories, so no category of the test part appears in
-    train (the LaSOT unseen-category protocol). Every sequence needs a category for the latter.
-    """
-    if config.partition == "none":
-        return list(infos)
-    if config.partition == "category":
-        missing = [i.name for i in infos if not i.category]
-        if missing:
-            raise DatasetError(
-                f"--partition category needs a category for every sequence; {len(missing)} have none "
-                f"(e.g. {missing[0]!r}); use --partition random"
-            )
-        keys = sorted({str(i.category) for i in infos})
-    else:
-        keys = sorted(i.name for i in infos)
-    f_train, f_val, _ = config.split_fractions()
-    order = [keys[j] for j in np.random.default_rng(config.seed).permutation(len(keys))]
-    n_train = min(len(keys), round(f_train * len(keys)))
-    n_val = min(len(keys) - n_train, round(f_val * len(keys)))
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(keys))}
-    lo, hi = bounds[config.part]
-    chosen = set(order[lo:hi])
-    key_of = (lambda i: str(i.category)) if config.partition == "category" else (lambda i: i.name)
-    return [i for i in infos if key_of(i) in chosen]
-
-
-# --- statistics -----------------------------------------------------------------------------------------------
-@dataclass
-class EpisodeStats:
-    """What was built and what was skipped, for printing and for the JSON/PNG outputs."""
-
-    source: str
-    units: int = 0
-    """Sequences (or concepts) considered after partition and limit."""
-    episodes: dict[int, int] = field(default_factory=dict)
-    negatives: dict[int, int] = field(default_factory=dict)
-    skipped: dict[int, Counter[str]] = field(default_factory=dict)
-    """Per k: sequences/concepts that gave no episode, by reason."""
-    report: DataReport = field(default_factory=DataReport)
-    """Frames and files the readers and the builder skipped or repaired, by reason."""
-    objects_per_image: Counter[int] = field(default_factory=Counter)
-    """Annotated objects (target + distractors) in each positive query image."""
-    box_rel_sizes: list[float] = field(default_factory=list)
-    """sqrt(box area / image area) of every distinct target box used, where the image size is known."""
-    box_px_sizes: list[float] = field(default_factory=list)
-    """sqrt(box area) in pixels of every distinct target box used."""
-
-    def to_json(self) -> dict[str, Any]:
-        def hist(values: list[float], bins: Sequence[float]) -> dict[str, Any]:
-            counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=np.asarray(bins))
-            return {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
-
-        return {
-            "source": self.source,
-            "units": self.units,
-            "episodes": {str(k): v for k, v in self.episodes.items()},
-            "negatives": {str(k): v for k, v in self.negatives.items()},
-            "skipped": {str(k): dict(c) for k, c in self.skipped.items()},
-            "issues": self.report.to_json(),
-            "objects_per_image": {str(n): c for n, c in sorted(self.objects_per_image.items())},
-            "box_relative_size": hist(self.box_rel_sizes, np.linspace(0, 1, 11)),
-            "box_pixel_size": hist(self.box_px_sizes, [0, 16, 32, 64, 128, 256, 512, 1024, 1e9]),
-        }
-
-    def lines(self) -> list[str]:
-        out = [f"{self.source}: {self.units} sequence(s)/concept(s) considered"]
-        for k in sorted(self.episodes):
-            neg = self.negatives.get(k, 0)
-            skipped = self.skipped.get(k, Counter())
-            line = f"k={k}: {self.episodes[k]} episode(s)" + (f" + {neg} negative(s)" if neg else "")
-            if skipped:
-                line += "; skipped " + ", ".join(f"{n} ({r})" for r, n in sorted(skipped.items()))
-            out.append(line)
-        if self.objects_per_image:
-            total = sum(self.objects_per_image.values())
-            mean = sum(n * c for n, c in self.objects_per_image.items()) / total
-            dist = ", ".join(f"{n}: {c}" for n, c in sorted(self.objects_per_image.items()))
-            out.append(f"objects per query image: mean {mean:.2f} ({dist})")
-        if self.box_rel_sizes:
-            q = np.percentile(self.box_rel_sizes, [10, 50, 90])
-            out.append(f"box size sqrt(box/image): p10 {q[0]:.3f}, median {q[1]:.3f}, p90 {q[2]:.3f}")
-        if self.report:
-            out.append("skipped or repaired: " + "; ".join(self.report.lines()))
-        return out
-
-
-def plot_statistics(stats: EpisodeStats, path: str | Path) -> None:
-    """Write a PNG with the box-size histogram and the objects-per-image counts (matplotlib, Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(9, 3.4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax_size, ax_obj = fig.subplots(1, 2)
-    if stats.box_rel_sizes:
-        ax_size.hist(stats.box_rel_sizes, bins=np.linspace(0, 1, 21), color="#3274a1")
-        ax_size.set_xlabel("target box size, sqrt(box area / image area)")
-    else:
-        ax_size.hist(stats.box_px_sizes or [0.0], bins=20, color="#3274a1")
-        ax_size.set_xlabel("target box size, sqrt(box area) in pixels")
-    ax_size.set_ylabel("boxes")
-    ax_size.set_title(f"{stats.source}: {len(stats.box_px_sizes)} target boxes")
-    counts = sorted(stats.objects_per_image.items())
-    ax_obj.bar([str(n) for n, _ in counts], [c for _, c in counts], color="#e1812c")
-    ax_obj.set_xlabel("annotated objects in the query image")
-    ax_obj.set_ylabel("episodes")
-    ax_obj.set_title("objects per image")
-    for ax in (ax_size, ax_obj):
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-# --- frame checks and sampling --------------------------------------------------------------------------------
-class FrameChecker:
-    """Decides, once per frame, whether a frame's target box is usable; repairs boxes slightly outside the frame."""
-
-    def __init__(self, seq: TrackSequence, config: EpisodeConfig, report: DataReport) -> None:
-        self.seq = seq
-        self.config = config
-        self.report = report
-        self._cache: dict[int, tuple[Box, tuple[int, int] | None] | None] = {}
-
-    def size(self, i: int) -> tuple[int, int] | None:
-        if self.config.check_images:
-            try:
-                return image_size(self.seq.frames[i])
-            except ImageError:
-                return None
-        return None if self.seq.frame_sizes is None else self.seq.frame_sizes[i]
-
-    def __call__(self, i: int) -> tuple[Box, tuple[int, int] | None] | None:
-        if i not in self._cache:
-            self._cache[i] = self._check(i)
-        return self._cache[i]
-
-    def usable(self, i: int) -> tuple[Box, tuple[int, int] | None]:
-        """The checked (box, size) of a frame already found usable; calling it on another frame is a bug."""
-        checked = self(i)
-        if checked is None:
-            raise RuntimeError(f"frame {i} of {self.seq.name!r} is not usable; select frames before reading boxes")
-        return checked
-
-    def _check(self, i: int) -> tuple[Box, tuple[int, int] | None] | None:
-        box = self.seq.boxes[i]
-        where = f"{self.seq.name} frame {i} ({self.seq.frames[i]})"
-        if box is None:
-            return None
-        size = self.size(i)
-        if size is None and self.config.check_images:
-            self.report.add("unreadable_image", str(self.seq.frames[i]))
-            return None
-        if size is not None:
-            w, h = size
-            if box.x1 >= w or box.y1 >= h or box.x2 <= 0 or box.y2 <= 0:
-                self.report.add("box_outside_frame", where)
-                return None
-            if (
-                box.x1 < -BOX_SLACK_PX
-                or box.y1 < -BOX_SLACK_PX
-                or box.x2 > w + BOX_SLACK_PX
-                or box.y2 > h + BOX_SLACK_PX
-            ):
-                self.report.add("box_clipped_to_frame", where)
-            box = box.clip(size)
-            if box.area <= 0:
-                self.report.add("box_outside_frame", where)
-                return None
-            if box.area < self.config.min_box_fraction * w * h:
-                self.report.add("box_too_small", where)
-                return None
-        return box, size
-
-
-def uniform_pick(pool: Sequence[int], k: int) -> list[int]:
-    """k frame indices from the sorted `pool`, spread evenly in time from its first to its last entry.
-
-    Targets are `linspace(pool[0], pool[-1], k)`; each is snapped to the nearest pool entry not taken yet
-    (the earlier one on ties). Requires `len(pool) >= k`.
-    """
-    if k == 1:
-        return [pool[0]]
-    taken: list[int] = []
-    free = list(pool)
-    for target in np.linspace(pool[0], pool[-1], k):
-        j = min(range(len(free)), key=lambda m: (abs(free[m] - target), free[m]))
-        taken.append(free.pop(j))
-    return sorted(taken)
-
-
-def select_frames(seq: TrackSequence, k: int, check: FrameChecker, query_gap: int = 0) -> tuple[list[int], int] | str:
-    """(support frames, query frame) for one sequence and k, or the reason it has none."""
-    bad: set[int] = set()
-    usable = seq.usable_indices()
-    while True:
-        cand = [i for i in usable if i not in bad]
-        if seq.query_index is not None:
-            q = seq.query_index
-            if q not in cand:
-                return "query_frame_unusable"
-        elif not cand:
-            return "no_usable_frame"
-        else:
-            q = cand[-1]
-        if check(q) is None:
-            bad.add(q)
-            if seq.query_index is not None:
-                return "query_frame_unusable"
-            continue
-        pool = [i for i in cand if i != q and abs(i - q) > query_gap]
-        if len(pool) < k:
-            return "too_few_usable_frames"
-        picks = uniform_pick(pool, k)
-        failed = [i for i in picks if check(i) is None]
-        if not failed:
-            return picks, q
-        bad.update(failed)
-
-
-# --- building ---------------------------------------------------------------------------------------------------
 @dataclass
 class EpisodeSet:
     """Episodes per k, and the statistics of how they were built."""
@@ -530,57 +245,9 @@ def build_from_episodes(episodes: Sequence[Episode], config: EpisodeConfig, *, s
     return EpisodeSet(by_k=_add_negatives(built, config, stats), stats=stats)
 
 
-# --- dataset summaries (`focuskit data stats`) -----------------------------------------------------------------
-def summarize_sequences(dataset: SequenceDataset, *, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Counts over a video dataset: sequences, frames, usable frames, categories, distractor tracks, skips."""
-    infos = dataset.index()[:limit] if limit is not None else dataset.index()
-    frames = usable = distractors = loaded = 0
-    categories: Counter[str] = Counter()
-    for info in tqdm(infos, desc=f"{dataset.format_name} stats", unit="seq", disable=not progress):
-        seq = dataset.load(info.name)
-        if seq is None:
-            continue
-        loaded += 1
-        frames += len(seq)
-        usable += len(seq.usable_indices())
-        distractors += len(seq.distractors)
-        categories[seq.category or "(none)"] += 1
-    return {
-        "format": dataset.format_name,
-        "split": dataset.split,
-        "sequences": len(infos),
-        "sequences_loaded": loaded,
-        "frames": frames,
-        "usable_frames": usable,
-        "categories": len(categories),
-        "distractor_tracks": distractors,
-        "issues": dataset.report.to_json(),
-    }
-
-
-def summarize_concepts(dataset: ConceptDataset, report: DataReport | None = None) -> dict[str, Any]:
-    """Counts over a concept set: concepts, reference views, positives, boxes, negatives per split."""
-    negatives: Counter[str] = Counter()
-    for c in dataset.concepts:
-        for split, paths in c.negatives.items():
-            negatives[split] += len(paths)
-    views = [v for c in dataset.concepts for v in (*c.references, *c.positives)]
-    return {
-        "format": dataset.name,
-        "concepts": len(dataset.concepts),
-        "references": sum(len(c.references) for c in dataset.concepts),
-        "positives": sum(len(c.positives) for c in dataset.concepts),
-        "views_with_box": sum(1 for v in views if v.box is not None),
-        "negatives": dict(sorted(negatives.items())),
-        "issues": (report or DataReport()).to_json(),
-    }
-
-
-def summarize_episodes(episodes: Sequence[Episode]) -> dict[str, Any]:
-    """Counts over an episode file: episodes, support counts, absent queries."""
-    ks = Counter(ep.k for ep in episodes)
-    return {
-        "episodes": len(episodes),
-        "supports_per_episode": {str(k): n for k, n in sorted(ks.items())},
-        "absent_queries": sum(1 for ep in episodes if ep.query_box is None),
-    }
+__all__ = [
+    "BOX_SLACK_PX", "DEFAULT_FRACTIONS", "PARTS", "EpisodeConfig", "EpisodeSet", "EpisodeStats", "FrameChecker",
+    "Part", "Partition", "build_concept_episodes", "build_from_episodes", "build_sequence_episodes",
+    "concept_sequence", "partition_infos", "plot_statistics", "select_frames", "summarize_concepts",
+    "summarize_episodes", "summarize_sequences", "uniform_pick",
+]  # fmt: skip

@@ -25,16 +25,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from focuskit.core.box import Box
 from focuskit.core.errors import DatasetError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
-"""File endings treated as images when a layout lists a folder instead of naming files."""
+from focuskit.core.media import is_image
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Images directly inside `folder`, sorted by name (frame order in every tracking layout)."""
+    """Images directly inside `folder` (by `focuskit.core.media`, the table the CLI uses), sorted by name (frame
+    order in every tracking layout)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from focuskit.core.box import Box
+from focuskit.core.cache import cache_dir
 from focuskit.core.io import atomic_open
 from focuskit.data.realphotos import realphotos_dir
 
@@ -27,12 +28,6 @@ SKIMAGE_PHOTOS = ("chelsea.png", "rocket.jpg", "hubble_deep_field.jpg")
 VIDEO_FRAMES = ("box_f0000.jpg", "box_f0045.jpg", "box_f0100.jpg", "box_f0130.jpg", "box_f0190.jpg", "box_f0230.jpg")
 SEED_CONCEPT = ("my box", "box_f0000.jpg", Box(296.0, 14.0, 597.0, 242.0), "the printed cardboard box on my desk")
 """Name, photo, box (checked by eye: it is the episode file's support box) and context of the seeded concept."""
-
-
-def cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/focuskit` (default `~/.cache/focuskit`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "focuskit"
 
 
 def _copy(src: Path, dest: Path) -> None:

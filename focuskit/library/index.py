@@ -5,7 +5,7 @@ photo, about 0.1 s each: 20 minutes per question. But those features do not depe
 computes, once per photo (and per sampled video frame), class-agnostic proposals and their region embeddings
 (`embedding.py`, optionally in a process pool), stores them (`store.py`), and a search asks the library's vector
 index (`vectors.py`: exact while small, compressed with exact re-ranking past it) for the proposals nearest to the
-concept's reference views: milliseconds for any concept added later, sub-linear in the library's size.
+concept's reference views (`hits.py`): milliseconds for any concept added later, sub-linear in the library's size.
 
 Indexing is incremental (only new or changed files are computed, deleted files are dropped), shows a progress bar,
 and commits every batch, so an interrupted run resumes where it stopped.
@@ -22,16 +22,16 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from focuskit.core.box import Box, nms
 from focuskit.core.errors import ConfigError, DatasetError, MemoryStoreError
 from focuskit.library.config import DEFAULT_TAU, LibraryConfig
 from focuskit.library.embedding import EmbeddingPool, FileTask, embed_files, embed_image, read_batch_file
+from focuskit.library.hits import Found, query_items, scan_items, stored_dim, to_hit
 from focuskit.library.media import scan_media
 from focuskit.library.records import FileRecord, ItemRecord, ItemRow
 from focuskit.library.results import Hit, IndexReport
-from focuskit.library.scoring import ConceptViews, concept_view_embeddings, file_sha1, max_cosine
+from focuskit.library.scoring import ConceptViews, concept_view_embeddings, file_sha1
 from focuskit.library.store import LibraryStore
-from focuskit.library.vectors import LibraryVectors, item_of
+from focuskit.library.vectors import LibraryVectors
 from focuskit.matcher.config import MatcherConfig
 
 
@@ -201,10 +201,7 @@ class LibraryIndex:
             self.vectors.sync_and_save(dim)
 
     def _stored_dim(self) -> int | None:
-        locs = self.vectors.locations()
-        if len(locs.shards) == 0:
-            return None
-        return int(self.store.load_shard(locs.shards[0]).shape[1])
+        return stored_dim(self.store, self.vectors)
 
     def ingest(self, batch_files: Sequence[str | Path], *, reindex: bool = False) -> IndexReport:
         """Commit batch files written by `embedding.write_batch_file` (a cluster job's output), as `update` would
@@ -276,112 +273,27 @@ class LibraryIndex:
             raise ConfigError(f"top must be >= 1, got {top}")
         key = None if root is None else str(Path(root).resolve())
         scan = exact or path is not None
+
+        def find() -> list[Found]:
+            if scan:
+                return scan_items(self.store, self.vectors, views, tau, key, path)
+            return query_items(self.store, self.vectors, views, tau, key, top, candidates=self.config.candidates)
+
         try:
-            found = self._scan(views, tau, key, path) if scan else self._query(views, tau, key, top)
+            found = find()
         except MemoryStoreError as exc:
             if "dims" in str(exc):
                 raise
             # A shard can vanish under a search when a concurrent indexing run compacts it; the items read
             # again point at the new shard.
-            found = self._scan(views, tau, key, path) if scan else self._query(views, tau, key, top)
+            found = find()
         found.sort(key=lambda c: (-c[0], c[1].path, c[1].frame or 0))
         # Boxes and `Hit`s only for what is returned: a common concept can match thousands of photos.
-        return [self._hit(row, scores, tau) for _, row, scores in (found if top is None else found[:top])]
-
-    def _check_dim(self, dim: int, views: np.ndarray) -> None:
-        if dim != views.shape[1]:
-            raise MemoryStoreError(
-                f"library embeddings have {dim} dims but the concept views {views.shape[1]}; "
-                "the library and the memory were made with different encoders"
-            )
-
-    def _query(
-        self, views: np.ndarray, tau: float, root: str | None, top: int | None
-    ) -> list[tuple[float, ItemRow, np.ndarray]]:
-        """(best score, item, its proposals' scores) of the items the vector index finds at or above `tau`."""
-        dim = self._stored_dim()
-        if dim is None:
-            return []
-        self._check_dim(dim, views)
-        with self.vectors.lock:
-            index = self.vectors.current(dim)
-            n = len(index)
-            if n == 0:
-                return []
-            k = n if not index.approximate else min(n, max(self.config.candidates, top or 0))
-            scores, ids = index.search(views, k)
-        keep = (ids >= 0) & (scores >= tau)
-        items, best = item_of(ids[keep]), scores[keep]
-        if root is not None:
-            locs = self.vectors.locations()
-            pos = np.searchsorted(locs.item_ids, items)
-            wanted = locs.roots.index(root) if root in locs.roots else -1
-            inside = (pos < len(locs.item_ids)) & (locs.root[np.minimum(pos, len(locs.root) - 1)] == wanted)
-            items, best = items[inside], best[inside]
-        if len(items) == 0:
-            return []
-        order = np.lexsort((-best, items))  # by item, best first
-        items, best = items[order], best[order]
-        first = np.concatenate([[True], items[1:] != items[:-1]])
-        items, best = items[first], best[first]
-        rank = np.argsort(-best, kind="stable")
-        if top is not None:
-            rank = rank[: max(top, 1)]
-        rows = self.store.items_by_id([int(i) for i in items[rank]])
-        views_t = np.ascontiguousarray(views.T, dtype=np.float32)
-        out = []
-        for row in rows:
-            emb = self.vectors.shard(row.shard)[row.start : row.start + row.count].astype(np.float32)
-            scores_row = (emb @ views_t).max(axis=1)
-            out.append((float(scores_row.max()), row, scores_row))
-        return out
-
-    def _scan(
-        self, views: np.ndarray, tau: float, root: str | None, path: str | None
-    ) -> list[tuple[float, ItemRow, np.ndarray]]:
-        """(best score, item, its proposals' scores) of every item whose best proposal reaches `tau`: every stored
-        row multiplied with the views."""
-        items = self.store.items(root=root, file_path=path)
-        found: list[tuple[float, ItemRow, np.ndarray]] = []
-        by_shard: dict[str, list[ItemRow]] = {}
-        for it in items:
-            by_shard.setdefault(it.shard, []).append(it)
-        views_t = np.ascontiguousarray(views.T, dtype=np.float32)
-        for shard, rows in by_shard.items():
-            emb = self.vectors.shard(shard)
-            self._check_dim(int(emb.shape[1]), views)
-            starts = np.fromiter((r.start for r in rows), dtype=np.int64, count=len(rows))
-            counts = np.fromiter((r.count for r in rows), dtype=np.int64, count=len(rows))
-            row_scores = max_cosine(emb, views_t, int((starts + counts).max()))
-            offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            live = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts, strict=True)])
-            scores = row_scores[live]
-            best = np.maximum.reduceat(scores, offsets)
-            for i in np.flatnonzero(best >= tau):
-                found.append((float(best[i]), rows[i], scores[offsets[i] : offsets[i] + counts[i]]))
-        return found
-
-    def _hit(self, row: ItemRow, scores: np.ndarray, tau: float) -> Hit:
-        k = self.config.max_boxes_per_image
-        if k == 1:
-            keep = np.array([int(np.argmax(scores))])
-        else:
-            # NMS over the best few only: the k survivors are almost always among the top 10k candidates.
-            above = np.flatnonzero(scores >= tau)
-            above = above[np.argsort(-scores[above], kind="stable")[: 10 * k]]
-            keep = above[nms(row.boxes[above], scores[above], self.config.nms_iou)][:k]
-        root = Path(row.root)
-        return Hit(
-            image=root / row.path,
-            root=root,
-            path=row.path,
-            frame=row.frame,
-            time_s=row.time_s,
-            boxes=tuple(Box(*map(float, row.boxes[k])) for k in keep),
-            scores=tuple(float(scores[k]) for k in keep),
-            width=row.width,
-            height=row.height,
-        )
+        cfg = self.config
+        return [
+            to_hit(row, scores, tau, max_boxes=cfg.max_boxes_per_image, nms_iou=cfg.nms_iou)
+            for _, row, scores in (found if top is None else found[:top])
+        ]
 
     # --- inspection ---------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

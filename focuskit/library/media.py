@@ -1,9 +1,10 @@
 """Finding the photos and videos under a folder, and reading the frames of a video that the index samples.
 
 A personal library is a folder tree of camera files: photos, a few videos, and clutter (thumbnails caches, sidecar
-files, hidden folders). Only files whose extension names an image or video format are taken; hidden entries are
-skipped; symlinks are followed only when they stay inside the folder, so indexing (and the server that later serves
-the indexed files) never reaches outside the folder the user named.
+files, hidden folders). Only files whose extension names an image or video format in `focuskit.core.media` (the
+table the CLI uses too) are taken; hidden entries are skipped; symlinks are followed only when they stay inside the
+folder, so indexing (and the server that later serves the indexed files) never reaches outside the folder the user
+named.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from focuskit.core.errors import ImageError
+from focuskit.core.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaKind, media_kind
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"})
-
-MediaKind = Literal["image", "video"]
+IMAGE_EXTENSIONS = frozenset(IMAGE_SUFFIXES)
+VIDEO_EXTENSIONS = frozenset(VIDEO_SUFFIXES)
+"""The names these sets had here; the one table is `focuskit.core.media` (shared with the CLI)."""
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,6 @@ class MediaFile:
     kind: MediaKind
     size: int
     mtime_ns: int
-
-
-def media_kind(path: str | Path) -> MediaKind | None:
-    """'image' or 'video' by extension (case-insensitive), or None for anything else."""
-    ext = Path(path).suffix.lower()
-    if ext in IMAGE_EXTENSIONS:
-        return "image"
-    if ext in VIDEO_EXTENSIONS:
-        return "video"
-    return None
 
 
 def is_inside(path: Path, root: Path) -> bool:

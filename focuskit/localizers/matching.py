@@ -110,6 +110,7 @@ class MatchingLocalizer:
             refine_steps=list(cfg.refine_steps),
             refine_accept=cfg.refine_accept,
             rotate=list(cfg.rotate),
+            crop_small_cells=cfg.crop_small_cells,
         )
 
     # --- supports -------------------------------------------------------------------------------------------
@@ -125,18 +126,17 @@ class MatchingLocalizer:
         even when several supports share it (plus its mirrored and zoomed-out variants).
         """
         cfg = self.config
-        keys = [
-            (
-                self.encoder.name,
-                cfg.layout_grid,
-                cfg.hflip,
-                tuple(cfg.zoom_out),
-                tuple(cfg.rotate),
-                image_key(s.image),
-                tuple(s.box.as_list(3)),
-            )
-            for s in supports
-        ]
+        # (what the embedding depends on, image, box): supports are grouped by the middle part, so it has a name
+        # instead of a position that a new setting could shift (it once grouped every support onto one image).
+        settings = (
+            self.encoder.name,
+            cfg.layout_grid,
+            cfg.hflip,
+            tuple(cfg.zoom_out),
+            tuple(cfg.rotate),
+            cfg.crop_small_cells,
+        )
+        keys = [(settings, image_key(s.image), tuple(s.box.as_list(3))) for s in supports]
         found: dict[tuple[Any, ...], SupportView] = {}
         pending: dict[tuple[Any, ...], list[int]] = {}
         for i, key in enumerate(keys):
@@ -148,7 +148,7 @@ class MatchingLocalizer:
                 self.cache_hits += 1
                 found[key] = cached
             else:
-                pending.setdefault(key[5], []).append(i)
+                pending.setdefault(key[1], []).append(i)  # by image
         for indices in pending.values():
             img = load_image(supports[indices[0]].image, what=f"support image {indices[0] + 1}")
             fm = self.encoder.encode(img)
@@ -237,12 +237,12 @@ class MatchingLocalizer:
         return boxes[first], source[first]
 
     def score_boxes(
-        self, fm: FeatureMap, boxes: np.ndarray, views: Sequence[SupportView]
+        self, fm: FeatureMap, boxes: np.ndarray, views: Sequence[SupportView], embeddings: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores (N,) of candidate boxes, and the index of the best-matching support for each."""
+        """Scores (N,) of candidate boxes (or of their given `embeddings`), and the best-matching support of each."""
         if len(boxes) == 0:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        emb = self.matcher.embed_regions(fm, boxes)
+        emb = self.matcher.embed_regions(fm, boxes) if embeddings is None else embeddings
         per = [len(v.embeddings) for v in views]
         owner = np.repeat(np.arange(len(views)), per)
         cos_all = emb @ np.concatenate([v.embeddings for v in views]).T  # (N, sum A)
@@ -286,6 +286,11 @@ class MatchingLocalizer:
             more_scores, more_view = self.score_boxes(fm, more, views)
             boxes, source = np.concatenate([boxes, more]), np.concatenate([source, more_source])
             scores, best_view = np.concatenate([scores, more_scores]), np.concatenate([best_view, more_view])
+        if cfg.crop_small_cells > 0 and len(boxes):  # small candidates re-embedded from crops, then re-scored
+            emb = self.matcher.embed_regions(fm, boxes)
+            refined = self.matcher.refine_small(image, fm, boxes, emb, scores)
+            if refined is not emb:
+                scores, best_view = self.score_boxes(fm, boxes, views, refined)
         meta: dict[str, Any] = {"candidates": len(boxes), "encoder": self.encoder.name, "fallback": fell_back}
         if len(boxes) == 0:
             return Prediction(None, 0.0, meta={**meta, "reason": "no candidate regions"})
@@ -295,7 +300,7 @@ class MatchingLocalizer:
         if score < self.tau:  # decided on the proposals, so refinement cannot turn an absent answer present
             return Prediction(None, score, meta=meta)
         answer = boxes[best]
-        if cfg.refine_top > 0:
+        if cfg.refine_top > 0 and cfg.crop_small_cells == 0:  # gains are measured on pooled scores, not crop ones
             fit = lambda b: self.score_boxes(fm, b, views)[0]  # noqa: E731
             best, answer, score = refine_best(
                 boxes,

@@ -82,6 +82,10 @@ class MatcherConfig:
     concept memory does not store such views, and the real-photo mIoU at k=4 fell slightly (docs/lookalikes.md)."""
     tau: float | None = None
     """Absent threshold; None: the measured value for the encoder's tag (`DEFAULT_TAU`)."""
+    crop_small_cells: float = 0.0
+    """Regions covering fewer than this many feature cells are re-embedded from a crop resized to the encoder's
+    working size: a support view once (a `crop` variant), a query's best 8 candidates after the ordinary scoring,
+    then re-scored (`focuskit.models.regions`). 0 = off (docs/masks.md has the measurement)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.proposers) - set(PROPOSAL_SOURCES))
@@ -98,5 +102,7 @@ class MatcherConfig:
             raise ConfigError(f"matcher rotate angles must be 90, 180 or 270, got {self.rotate}")
         if self.refine_top < 0 or any(not 0.0 < s < 1.0 for s in self.refine_steps):
             raise ConfigError(f"matcher refine_top must be >= 0 and refine_steps in (0, 1), got {self.refine_top}")
+        if self.crop_small_cells < 0:
+            raise ConfigError(f"matcher crop_small_cells must be >= 0 (0 = off), got {self.crop_small_cells}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:
             raise ConfigError(f"matcher tau must be in [-1, 1] (a cosine similarity), got {self.tau}")

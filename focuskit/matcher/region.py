@@ -29,6 +29,7 @@ from focuskit.core.image import load_image
 from focuskit.matcher.config import MatcherConfig, tau_for
 from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
 from focuskit.models.proposals import Proposer, create_proposer
+from focuskit.models.regions import CROP_VARIANT, crop_variants, refine_small_regions
 
 
 def zoom_out(image: Image.Image, factor: float) -> tuple[Image.Image, int, int]:
@@ -144,6 +145,15 @@ class RegionMatcher:
         """(N, C) unit region embeddings of (N, 4) pixel boxes."""
         return fmap.pool_boxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
 
+    def refine_small(
+        self, image: Image.Image, fmap: FeatureMap, boxes: np.ndarray, embeddings: np.ndarray, scores: np.ndarray
+    ) -> np.ndarray:
+        """`embeddings` with the best-scored small regions re-embedded from crops (`config.crop_small_cells`; the
+        same array when off or when none is small): the caller re-scores them with its own scorer."""
+        return refine_small_regions(
+            self.encoder, image, fmap, boxes, embeddings, scores, min_cells=self.config.crop_small_cells
+        )[0]
+
     def encode_and_propose(self, image: Image.Image) -> tuple[FeatureMap, np.ndarray, list[str]]:
         """The image's feature map, its proposals and their sources, the encoder and the proposers run concurrently
         when `concurrent` (they are independent; both spend their time in native code that releases the GIL)."""
@@ -206,6 +216,12 @@ class RegionMatcher:
             turned = encoder.encode(image.rotate(angle, expand=True))  # exact: multiples of 90 degrees
             for views, b in zip(out, boxes, strict=True):
                 views.append((f"rot{angle}", pooled(turned, _rotated_box(b, angle, image.size), None)))
+        if self.config.crop_small_cells > 0:
+            crops = crop_variants(encoder, image, np.stack([b.to_array() for b in boxes]).reshape(-1, 4), fmap,
+                                  min_cells=self.config.crop_small_cells)  # fmt: skip
+            for views, c in zip(out, crops, strict=True):
+                if c is not None:
+                    views.append((CROP_VARIANT, c))
         return out
 
     def support_views(self, supports: Sequence[Support]) -> np.ndarray:

@@ -68,11 +68,16 @@ class AugmentConfig:
     hflip: bool = MatcherConfig.hflip
     """Default: the shared matcher's (off; see `focuskit.matcher.MatcherConfig.hflip`)."""
     zoom_out: list[float] = field(default_factory=lambda: list(MatcherConfig().zoom_out))
+    crop_small_cells: float = MatcherConfig.crop_small_cells
+    """Views covering fewer than this many feature cells also get a `crop` variant (re-embedded from a crop; 0 =
+    off). Default: the shared matcher's (`focuskit.matcher.MatcherConfig.crop_small_cells`)."""
 
     def __post_init__(self) -> None:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"augment.zoom_out factors must be in (1, 8], got {bad}")
+        if self.crop_small_cells < 0:
+            raise ConfigError(f"augment.crop_small_cells must be >= 0 (0 = off), got {self.crop_small_cells}")
 
 
 @dataclass(frozen=True)
@@ -85,12 +90,17 @@ class MemoryConfig:
     """Seconds a writer waits for another writer before giving up with an error."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    autobox: str = "refined"
+    """How views added without a box are boxed (`memory.autobox.METHODS`): "refined", or "refined-hands" for
+    objects photographed in a hand (it also avoids skin, so never for people), or "saliency" (the first method)."""
 
     def __post_init__(self) -> None:
         if self.view_max_side < 32 or self.thumbnail_side < 16:
             raise ConfigError(
                 f"view_max_side must be >= 32 and thumbnail_side >= 16, got {self.view_max_side}, {self.thumbnail_side}"
             )
+        if self.autobox not in ("saliency", "refined", "refined-hands"):
+            raise ConfigError(f"autobox must be 'refined', 'refined-hands' or 'saliency', got {self.autobox!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 

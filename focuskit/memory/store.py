@@ -38,6 +38,7 @@ from focuskit.core.episode import Support
 from focuskit.core.errors import MemoryStoreError
 from focuskit.core.image import ImageInput
 from focuskit.core.state import FORMAT_FILE, LOCK_FILE
+from focuskit.memory.catalog import check_name, concept_infos, free_color, indexed_vectors, insert_view, stored_views
 from focuskit.memory.config import (
     DEFAULT_ENCODER_NAME,
     DEFAULT_ENCODER_OPTIONS,
@@ -50,7 +51,7 @@ from focuskit.memory.config import (
 from focuskit.memory.curation import CurationMixin
 from focuskit.memory.database import DB_FILE, FORMAT_NAME, FORMAT_VERSION, MemoryDatabase, meta_in, set_meta_in
 from focuskit.memory.encoding import EncoderSlot, spec_json, spec_of
-from focuskit.memory.index_cache import INDEX_FILE, INDEXED, SAVE_ALWAYS_MAX, IndexCache
+from focuskit.memory.index_cache import INDEX_FILE, SAVE_ALWAYS_MAX, IndexCache
 from focuskit.memory.results import (
     AddReport,
     ConceptInfo,
@@ -60,25 +61,11 @@ from focuskit.memory.results import (
     ViewConsistency,
     ViewReport,
 )
-from focuskit.memory.views import PreparedView, ViewPreparer, decode_image, decode_mask, display_source
+from focuskit.memory.views import PreparedView, ViewPreparer
 from focuskit.models.encoders import Encoder
 from focuskit.models.proposals import Proposer
 from focuskit.models.segmenters import Segmenter
 from focuskit.search.index import FaissIndex
-from focuskit.viz.draw import PALETTE
-
-MAX_NAME_LENGTH = 200
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise MemoryStoreError(f"a concept name must be a non-empty string, got {name!r}")
-    clean = name.strip()
-    if len(clean) > MAX_NAME_LENGTH or any(ord(c) < 32 for c in clean):
-        raise MemoryStoreError(
-            f"a concept name must be at most {MAX_NAME_LENGTH} printable characters, got {clean[:40]!r}..."
-        )
-    return clean
 
 
 class ConceptMemory(CurationMixin):
@@ -170,12 +157,7 @@ class ConceptMemory(CurationMixin):
         return int(self._query("SELECT COUNT(*) FROM concepts")[0][0])
 
     def list(self) -> list[ConceptInfo]:
-        rows = self._query(
-            "SELECT c.name, c.context, c.color, c.created, "
-            "(SELECT COUNT(*) FROM views v WHERE v.concept_id = c.id), "
-            f"(SELECT COUNT(*) FROM vectors x WHERE x.concept_id = c.id AND x.{INDEXED}) FROM concepts c ORDER BY c.id"
-        )
-        return [ConceptInfo(n, ctx, int(col), int(nv), int(nx), float(t)) for n, ctx, col, t, nv, nx in rows]
+        return concept_infos(self._db)
 
     def get(self, name: str) -> ConceptInfo:
         for info in self.list():
@@ -189,26 +171,10 @@ class ConceptMemory(CurationMixin):
         return f"no concept {name!r} in memory {self.directory}; concepts: {listing}"
 
     def views(self, name: str) -> list[StoredView]:
-        rows = self._query(
-            "SELECT v.id, v.source, v.how, v.x1, v.y1, v.x2, v.y2, v.image, v.mask, v.thumbnail FROM views v "
-            "JOIN concepts c ON c.id = v.concept_id WHERE c.name = ? ORDER BY v.position",
-            (name.strip(),),
-        )
-        if not rows and name.strip() not in self:
+        found = stored_views(self._db, name.strip())
+        if not found and name.strip() not in self:
             raise MemoryStoreError(self._unknown(name))
-        return [
-            StoredView(
-                id=int(vid),
-                concept=name.strip(),
-                source=display_source(source),
-                how=how,
-                box=Box(x1, y1, x2, y2),
-                image=decode_image(img, f"view {vid}"),
-                mask=None if mask is None else decode_mask(mask, f"mask of view {vid}"),
-                thumbnail=decode_image(thumb, f"thumbnail of view {vid}"),
-            )
-            for vid, source, how, x1, y1, x2, y2, img, mask, thumb in rows
-        ]
+        return found
 
     def view_embeddings(self, name: str) -> tuple[np.ndarray, str]:
         """(V, C) stored embeddings of one concept (views and their mirrored/zoomed variants) and the encoder tag.
@@ -218,15 +184,7 @@ class ConceptMemory(CurationMixin):
         """
         if name.strip() not in self:
             raise MemoryStoreError(self._unknown(name))
-        rows = self._query(
-            "SELECT x.id, x.embedding FROM vectors x JOIN concepts c ON c.id = x.concept_id WHERE c.name = ? "
-            f"AND x.{INDEXED} ORDER BY x.id",
-            (name.strip(),),
-        )
-        dim = self.dim or 0
-        if not rows:
-            return np.zeros((0, dim), np.float32), str(self.encoder_name)
-        return np.stack([self._db.vector(blob, vid, dim) for vid, blob in rows]), str(self.encoder_name)
+        return indexed_vectors(self._db, name.strip()), str(self.encoder_name)
 
     def supports(self, name: str) -> list[Support]:
         """The concept's views as localizer supports (image + box), for in-context engines."""
@@ -261,7 +219,7 @@ class ConceptMemory(CurationMixin):
         Raises `MemoryStoreError` for a duplicate name without `replace`, an encoder mismatch, or no usable view;
         `ImageError`/`BoxError` name the view whose file or box is bad. Nothing is stored unless all goes well.
         """
-        name = _check_name(name)
+        name = check_name(name)
         if not isinstance(context, str):
             raise MemoryStoreError(f"context must be text, got {type(context).__name__}")
         images = list(images)
@@ -298,7 +256,7 @@ class ConceptMemory(CurationMixin):
                 set_meta_in(cur, "encoder", encoder.name)
                 set_meta_in(cur, "dim", str(encoder.dim))
                 set_meta_in(cur, "encoder_spec", spec_json(self._enc.spec))
-            color = int(old[1]) if old is not None else self._free_color(cur)
+            color = int(old[1]) if old is not None else free_color(cur)
             cur.execute(
                 "INSERT INTO concepts(name, context, color, created) VALUES (?, ?, ?, ?)",
                 (name, context.strip(), color, time.time()),
@@ -308,26 +266,8 @@ class ConceptMemory(CurationMixin):
                 self._insert_view(cur, concept_id, pos, p)
         return AddReport(name=name, views=reports, replaced=old is not None, vectors=n_vectors)
 
-    @staticmethod
-    def _free_color(cur: sqlite3.Cursor) -> int:
-        used = [int(r[0]) for r in cur.execute("SELECT color FROM concepts").fetchall()]
-        counts = [used.count(i) for i in range(len(PALETTE))]
-        return int(np.argmin(counts))
-
     def _insert_view(self, cur: sqlite3.Cursor, concept_id: int, position: int, p: PreparedView) -> None:
-        cur.execute(
-            "INSERT INTO views(concept_id, position, source, how, score, width, height, x1, y1, x2, y2, image, mask, "
-            "thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                concept_id, position, p.source, p.how, p.score, p.image.width, p.image.height, *p.box.to_xyxy(),
-                p.jpeg, self._views.mask_png(p.mask), self._views.thumbnail(p.image, p.box),
-            ),
-        )  # fmt: skip
-        view_id = int(cur.lastrowid or 0)
-        cur.executemany(
-            "INSERT INTO vectors(view_id, concept_id, variant, embedding) VALUES (?, ?, ?, ?)",
-            [(view_id, concept_id, variant, vec.astype(np.float32).tobytes()) for variant, vec in p.vectors],
-        )
+        insert_view(cur, concept_id, position, p, self._views)
 
     # --- editing ------------------------------------------------------------------------------------------------
     def remove(self, name: str) -> None:
@@ -337,7 +277,7 @@ class ConceptMemory(CurationMixin):
                 raise MemoryStoreError(self._unknown(name))
 
     def rename(self, old: str, new: str) -> None:
-        new = _check_name(new)
+        new = check_name(new)
         with self._write() as cur:
             if cur.execute("SELECT 1 FROM concepts WHERE name = ?", (new,)).fetchone():
                 raise MemoryStoreError(f"cannot rename {old!r} to {new!r}: a concept named {new!r} already exists")

@@ -34,6 +34,7 @@ from focuskit.memory.config import MemoryConfig
 from focuskit.memory.results import ViewReport
 from focuskit.models.encoders import Encoder, FeatureMap
 from focuskit.models.proposals import Proposer
+from focuskit.models.regions import CROP_VARIANT, crop_variants
 from focuskit.models.segmenters import Segmenter
 
 MASK_PREFIX = "mask"
@@ -234,6 +235,7 @@ class ViewPreparer:
                 [fmaps[t.index] for t in todo],
                 self._proposer(),
                 anchors=np.asarray(anchors, dtype=np.float32).reshape(-1, encoder.dim) if anchors else None,
+                method=self.config.autobox,
             )
             picks = {t.index: f for t, f in zip(todo, found, strict=True)}
         prepared: list[PreparedView] = []
@@ -278,8 +280,9 @@ class ViewPreparer:
     def embed_view(
         self, encoder: Encoder, img: Image.Image, box: Box, mask: np.ndarray | None, fmap: FeatureMap | None = None
     ) -> list[tuple[str, np.ndarray]]:
-        """The view's box embedding plus its augmented variants (mirrored, zoomed out), and with a mask the same
-        variants pooled inside the mask (`mask`, `mask-hflip`, `mask-zoom2.5`: stored, not indexed)."""
+        """The view's box embedding plus its augmented variants (mirrored, zoomed out; re-embedded from a crop when
+        small: `augment.crop_small_cells`), and with a mask the box variants pooled inside the mask (`mask`,
+        `mask-hflip`, `mask-zoom2.5`: stored, not indexed)."""
         fmap = fmap or encoder.encode(img)
         pairs: list[tuple[str, FeatureMap, Box, np.ndarray | None]] = [("original", fmap, box, mask)]
         aug = self.config.augment
@@ -296,6 +299,9 @@ class ViewPreparer:
                 zm[top : top + img.height, left : left + img.width] = mask
             pairs.append((f"zoom{f:g}", encoder.encode(canvas), zb, zm))
         out = [(variant, fm.pool_boxes(b.to_array()[None])[0]) for variant, fm, b, _ in pairs]
+        crop = crop_variants(encoder, img, box.to_array()[None], fmap, min_cells=aug.crop_small_cells)[0]
+        if crop is not None:  # a small view seen at the encoder's working size (indexed, like the zoomed variant)
+            out.append((CROP_VARIANT, crop))
         for variant, fm, _, m in pairs:
             if m is not None:
                 label = MASK_PREFIX if variant == "original" else f"{MASK_PREFIX}-{variant}"

@@ -88,3 +88,76 @@ def embed_regions(
             local = boxes[i] - np.array([cx1, cy1, cx1, cy1], dtype=np.float64)
             out[i] = sub.pool_boxes(local[None])[0]
     return out
+
+
+# --- small regions on the matcher's path --------------------------------------------------------------------------
+CROP_TOP = 8
+"""Query candidates re-embedded from crops per image: only the best `CROP_TOP` by the ordinary score, so the cost
+is at most this many extra encoder passes per query (and none when the best candidates are not small)."""
+
+CROP_VARIANT = "crop"
+"""Name of a support view's crop variant (stored and indexed like `zoom2.5`: a scale augmentation)."""
+
+
+def crop_embeddings(encoder: Any, image: Image.Image, boxes_xyxy: np.ndarray, *, context: float = 0.1) -> np.ndarray:
+    """(N, C) embeddings of (N, 4) boxes, each re-embedded from its own crop (`embed_regions(mode="crop")`)."""
+    return embed_regions(encoder, image, boxes_xyxy, mode="crop", context=context)
+
+
+def small_candidates(
+    fmap: Any, boxes_xyxy: np.ndarray, scores: np.ndarray, *, min_cells: float, top: int = CROP_TOP
+) -> np.ndarray:
+    """Indices of the candidates to re-embed from crops: among the `top` best `scores`, those covering fewer than
+    `min_cells` cells of `fmap`. Empty when `min_cells` <= 0 (off)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if min_cells <= 0 or len(scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    finite = np.flatnonzero(np.isfinite(scores))
+    best = finite[np.argsort(-scores[finite], kind="stable")[:top]]
+    cells = region_cells(fmap, np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)[best])
+    return np.sort(best[cells < min_cells])
+
+
+def refine_small_regions(
+    encoder: Any,
+    image: Image.Image,
+    fmap: Any,
+    boxes_xyxy: np.ndarray,
+    embeddings: np.ndarray,
+    scores: np.ndarray,
+    *,
+    min_cells: float,
+    top: int = CROP_TOP,
+    context: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Query side: `embeddings` with the rows of `small_candidates` replaced by crop embeddings, and those rows.
+
+    The caller re-scores the returned embeddings with its own scorer (a localizer's views, a memory's index), so the
+    re-embedded candidates compete with the others on the same scale. Returns the input array itself when no row
+    changes.
+    """
+    rows = small_candidates(fmap, boxes_xyxy, scores, min_cells=min_cells, top=top)
+    if len(rows) == 0:
+        return embeddings, rows
+    out = np.array(embeddings, dtype=np.float32, copy=True)
+    out[rows] = crop_embeddings(encoder, image, np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)[rows],
+                                context=context)  # fmt: skip
+    return out, rows
+
+
+def crop_variants(
+    encoder: Any, image: Image.Image, boxes_xyxy: np.ndarray, fmap: Any, *, min_cells: float, context: float = 0.1
+) -> list[np.ndarray | None]:
+    """Support side: per view box, its crop embedding when it covers fewer than `min_cells` cells of `fmap` (the
+    view's own map), else None (a large view's crop is close to its pooled embedding). Computed once per view,
+    where the view's other variants are (the memory stores it, the localizer caches it)."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    if min_cells <= 0 or len(boxes) == 0:
+        return [None] * len(boxes)
+    small = region_cells(fmap, boxes) < min_cells
+    out: list[np.ndarray | None] = [None] * len(boxes)
+    if small.any():
+        emb = crop_embeddings(encoder, image, boxes[small], context=context)
+        for j, i in enumerate(np.flatnonzero(small)):
+            out[i] = emb[j]
+    return out

@@ -116,6 +116,10 @@ class ConceptDetector:
             boxes = boxes[np.array([s != "whole" for s in sources], dtype=bool)]
         embeddings = self.matcher.embed_regions(fmap, boxes)
         matched = self.memory.match(embeddings, top_k=self.config.top_k)
+        if self.matcher.config.crop_small_cells > 0 and len(boxes):  # best small regions re-embedded from crops
+            refined = self.matcher.refine_small(img, fmap, boxes, embeddings, matched.scores.max(1, initial=-np.inf))
+            if refined is not embeddings:
+                embeddings, matched = refined, self.memory.match(refined, top_k=self.config.top_k)
         names, scores = matched.names, matched.scores
         if concepts is not None:
             wanted = set(concepts)

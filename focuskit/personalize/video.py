@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 from focuskit.backends.base import GenerationOptions, VLMBackend
 from focuskit.core.detections import Detections
 from focuskit.core.errors import ConfigError, VideoError
+from focuskit.core.media import VIDEO_SUFFIXES, is_video
 from focuskit.memory.store import ConceptMemory
 from focuskit.personalize.config import SamplingConfig
 from focuskit.personalize.detector import ConceptDetector, Detector
-from focuskit.personalize.media import VIDEO_SUFFIXES, is_video
 from focuskit.personalize.prompting import ConceptColor, PromptTemplate, annotate, assign_colors, prompt_text
 
 

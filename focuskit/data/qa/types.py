@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from focuskit.core.errors import DatasetError
-from focuskit.data.sequences import IMAGE_SUFFIXES, DataReport
+from focuskit.core.media import media_kind
+from focuskit.data.sequences import DataReport
 
 QAKind = Literal["choice", "open", "caption"]
 KINDS: tuple[str, ...] = ("choice", "open", "caption")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 LETTERS = "ABCDEFGH"
 
 
@@ -49,7 +49,7 @@ class QAItem:
 
     @property
     def video(self) -> bool:
-        return self.media.suffix.lower() in VIDEO_SUFFIXES
+        return media_kind(self.media) == "video"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -130,8 +130,8 @@ def resolve_media(rel: str, bases: Iterable[Path]) -> Path | None:
 
 
 def check_media_suffix(path: Path, where: str) -> None:
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES and suffix not in VIDEO_SUFFIXES:
+    if media_kind(path) is None:
+        suffix = path.suffix.lower()
         raise DatasetError(f"{where}: {path.name} is neither an image nor a video (suffix {suffix or 'none'})")
 
 

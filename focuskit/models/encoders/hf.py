@@ -15,7 +15,7 @@ from typing import Any, Literal
 import torch
 
 from focuskit.core.errors import ConfigError, ModelError
-from focuskit.models.encoders.base import TorchEncoder
+from focuskit.models.encoders.torch_encoder import TorchEncoder
 
 Family = Literal["dinov2", "clip"]
 DEFAULT_MODELS: dict[str, str] = {"dinov2": "facebook/dinov2-small", "clip": "openai/clip-vit-base-patch16"}

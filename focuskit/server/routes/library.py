@@ -17,7 +17,8 @@ from PIL import Image
 
 from focuskit.core.errors import ImageError
 from focuskit.core.image import load_image
-from focuskit.library.media import media_kind, read_frame
+from focuskit.core.media import IMAGE_MEDIA_TYPES, media_kind
+from focuskit.library.media import read_frame
 from focuskit.server.deps import app_state, require_token
 from focuskit.server.errors import ApiError, NotFound
 from focuskit.server.imaging import image_response, thumbnail
@@ -29,17 +30,6 @@ NEAR_MISSES = 3
 """Photos below the threshold reported with a search (the best ones)."""
 
 router = APIRouter(prefix="/library", tags=["library"], dependencies=[Depends(require_token)])
-
-_MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".webp": "image/webp",
-    ".bmp": "image/bmp",
-    ".gif": "image/gif",
-    ".tif": "image/tiff",
-    ".tiff": "image/tiff",
-}
 
 
 def _url(kind: str, path: str, frame: int | None) -> str:
@@ -165,7 +155,7 @@ async def image(request: Request, path: str, frame: int | None = Query(None, ge=
     state = app_state(request)
     real, kind = await run_in_threadpool(resolve_media, state, path, frame)
     if kind == "image":
-        media_type = _MEDIA_TYPES.get(real.suffix.lower(), "application/octet-stream")
+        media_type = IMAGE_MEDIA_TYPES.get(real.suffix.lower(), "application/octet-stream")
         return FileResponse(real, media_type=media_type, headers={"Cache-Control": "private, max-age=300"})
     img = await run_in_threadpool(load_library_image, state, path, frame)
     return image_response(img, cache=True)
