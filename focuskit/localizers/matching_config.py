@@ -73,6 +73,8 @@ class MatchingConfig:
     lying mostly inside a kept one or covering one: `focuskit.core.detections.instance_nms`)."""
     cache_size: int = 256
     """Support embeddings kept in memory (least recently used are dropped)."""
+    crop_small_cells: float = MatcherConfig.crop_small_cells
+    """Re-embed small supports and the best small candidates from crops (`MatcherConfig.crop_small_cells`)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.proposals) - set(SOURCES))
