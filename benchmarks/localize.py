@@ -44,6 +44,7 @@ BEFORE = dict(
     hflip=False,
     zoom_out=[],
     layout_weight=0.3,
+    refine_top=0,
 )
 
 

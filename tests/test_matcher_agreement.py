@@ -1,5 +1,6 @@
 """One matcher, four surfaces: `focuskit localize`, `focuskit detect`, `focuskit library search` and the HTTP API
-give the same box and score for the same concept (its stored views as supports) and the same photo."""
+give the same box and score for the same concept (its stored views as supports) and the same photo. `localize`
+(CLI and HTTP) then refines that box's edges by default (`MatcherConfig.refine_top`), which the others do not."""
 
 from __future__ import annotations
 
@@ -54,12 +55,18 @@ def _close(a: tuple[Box, float], b: tuple[Box, float], what: str) -> None:
 def test_every_surface_gives_the_same_box_and_score(setup: dict[str, Path]) -> None:
     tmp, lib, memory = setup["tmp"], setup["lib"], setup["memory"]
     query = lib / QUERY
-    loc = json.loads(
-        _cli("localize", "--query", query, "--support", tmp / "support.png", "--box",
-             (tmp / "support.box").read_text(), "--json")
-    )  # fmt: skip
+    unrefined = tmp / "unrefined.yaml"
+    unrefined.write_text("refine_top: 0\n")
+    args = ("localize", "--query", query, "--support", tmp / "support.png", "--box", (tmp / "support.box").read_text())
+    loc = json.loads(_cli(*args, "--config", unrefined, "--json"))
     assert loc["box"] is not None, loc
     ref = (Box(*loc["box"]), float(loc["score"]))
+    # By default `localize` also refines the winning proposal's edges (MatcherConfig.refine_top); detect and library
+    # search answer the proposal itself. The refined answer is found whenever the proposal is, scores at least as
+    # high, and stays on the same object.
+    refined = json.loads(_cli(*args, "--json"))
+    assert refined["box"] is not None and float(refined["score"]) >= ref[1] - 1e-4
+    assert iou(Box(*refined["box"]), ref[0]) > 0.5
 
     dets = json.loads(_cli("detect", query, "--memory", memory, "--json"))
     det = next(d for d in dets["detections"] if d["concept"] == "box") if isinstance(dets, dict) else dets[0]
@@ -75,7 +82,8 @@ def test_every_surface_gives_the_same_box_and_score(setup: dict[str, Path]) -> N
         files = [("query", (QUERY, query.read_bytes(), "image/jpeg"))]
         r = client.post("/localize", data={"concept": "box"}, files=files)
         assert r.status_code == 200, r.text
-        _close(ref, (Box(*r.json()["box"]), float(r.json()["score"])), "HTTP /localize")
+        _close((Box(*refined["box"]), float(refined["score"])), (Box(*r.json()["box"]), float(r.json()["score"])),
+               "HTTP /localize")  # fmt: skip
         r = client.post("/detect", files=[("image", (QUERY, query.read_bytes(), "image/jpeg"))])
         assert r.status_code == 200, r.text
         d = r.json()["detections"][0]

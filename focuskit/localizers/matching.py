@@ -12,124 +12,51 @@ The engine is the shared `RegionMatcher` (focuskit/matcher) plus two things only
   cosines of a 3x3 grid of sub-boxes) needs the supports' feature maps, which the memory does not keep, so it is off
   by default and there for experiments.
 
-The best candidate wins; when its score is below `tau`, the answer is "not present". Support embeddings are cached
-by image identity and box, so a stream of queries against the same supports pays for the supports once.
+The best candidate wins; when its score is below `tau`, the answer is "not present". When it is found, its edges
+are refined while the score rises (`refine_top`, `focuskit.matcher.refine`): proposals are often on the right
+object but loose, and any box can be scored for one pooling. Presence is decided before refinement, so it never
+turns an absent answer into a found one; `detect` and library search answer the unrefined proposal.
+
+Support embeddings are cached by image identity and box, so a stream of queries against the same supports pays for
+the supports once.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from focuskit.core.box import Box
+from focuskit.core.box import Box, box_iou_batch
 from focuskit.core.config import from_dict, load_config, to_dict
 from focuskit.core.detections import instance_nms
 from focuskit.core.episode import ImageRef, Prediction, Support, validate_supports
-from focuskit.core.errors import ConfigError
 from focuskit.core.image import load_image
 from focuskit.localizers.base import register_localizer
+from focuskit.localizers.matching_config import MATCHER_SOURCES, SOURCES, MatchingConfig
 from focuskit.matcher import DEFAULT_TAU, MatcherConfig, RegionMatcher
+from focuskit.matcher.cache import image_key
+from focuskit.matcher.refine import refine_best
 from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
 from focuskit.models.encoders.parts import grid_boxes
 from focuskit.models.proposals import create_proposer
 from focuskit.models.proposals.similarity import find_peaks, regions_from_similarity
 from focuskit.models.proposals.windows import boxes_around_points
 
-SOURCES = ("whole", "ssd", "windows", "similarity", "peaks")
-MATCHER_SOURCES = ("ssd", "windows")
-"""Sources proposed without the supports (the shared matcher's); 'similarity' and 'peaks' need the supports."""
-__all__ = ["DEFAULT_TAU", "MatchingConfig", "MatchingLocalizer", "SupportView", "create_matching", "grid_boxes"]
-
-
-@dataclass
-class MatchingConfig:
-    """Options of the matching engine; `configs/matching.yaml` lists them with their defaults."""
-
-    encoder: str = "mobilenetv2"
-    """Feature encoder name (see `focuskit.models.encoders.list_encoders()`)."""
-    encoder_options: dict[str, Any] = field(default_factory=lambda: dict(MatcherConfig().encoder_options))
-    """Extra keyword arguments for the encoder, e.g. {layer: s16} or {model: /path/to/dinov2} for hub encoders. The
-    default is the concept memory's and the library's, so the three surfaces agree."""
-    input_size: int = 448
-    """Longer image side fed to the encoder, in pixels. Larger finds smaller objects and costs quadratically more."""
-    tau: float | None = None
-    """Absent threshold on the best candidate's score; below it the answer is "not present". None: the value
-    measured for the encoder on the built-in real photos (`DEFAULT_TAU`), since cosine scales differ by network."""
-    proposals: list[str] = field(default_factory=lambda: ["ssd", "windows"])
-    """Candidate sources, any of: ssd, windows (the shared matcher's, with the whole image), similarity, peaks."""
-    fallback_proposals: list[str] = field(default_factory=lambda: ["similarity", "peaks"])
-    """Sources tried only when the best candidate of `proposals` scores below `fallback_below`."""
-    fallback_below: float | None = None
-    """Score under which `fallback_proposals` are added (None: tau)."""
-    ssd_threshold: float = 0.02
-    """SSD score threshold; low on purpose, since the detector's class and confidence are not what is matched."""
-    ssd_max_proposals: int = 100
-    max_proposals: int = 96
-    """Boxes kept from the matcher's sources (the whole image and an equal share of each)."""
-    whole_image: bool = True
-    """Propose the whole image too (as `detect` and the library do)."""
-    hflip: bool = False
-    """Also embed each support mirrored (the concept memory does what its `augment` says; the defaults agree)."""
-    zoom_out: list[float] = field(default_factory=lambda: [2.5])
-    """Also embed each support zoomed out by these factors (as the concept memory does)."""
-    peaks: int = 3
-    """Local maxima of the similarity map used by the 'similarity' and 'peaks' sources."""
-    grow_levels: list[float] = field(default_factory=lambda: [0.5, 0.65, 0.8])
-    """Relative levels between the map's median (0) and a peak (1) at which regions are grown."""
-    peak_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.4, 2.0])
-    """Sizes around peaks, relative to a support box's size as a fraction of its image."""
-    peak_aspect_ratios: list[float] = field(default_factory=lambda: [0.6, 1.0, 1.6])
-    layout_weight: float = 0.0
-    """Weight of the 3x3 layout similarity in the score (0 = the shared matcher's score; above 0 `localize` no
-    longer agrees with `detect` and library search)."""
-    layout_grid: int = 3
-    min_box_size: float = 4.0
-    """Candidates narrower or shorter than this many pixels are dropped."""
-    max_instances: int = 1
-    """Above 1, further non-overlapping candidates above tau are returned as `Prediction.extra_boxes` (their
-    scores in `meta["extra_scores"]`), after NMS among the candidates above tau at `instance_iou`."""
-    instance_iou: float = 0.3
-    """IoU above which two candidates count as the same instance (per-instance NMS, which also drops a candidate
-    lying mostly inside a kept one or covering one: `focuskit.core.detections.instance_nms`)."""
-    cache_size: int = 256
-    """Support embeddings kept in memory (least recently used are dropped)."""
-    crop_small_cells: float = MatcherConfig.crop_small_cells
-    """Re-embed small supports and the best small candidates from crops (`MatcherConfig.crop_small_cells`)."""
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.proposals) - set(SOURCES))
-        if unknown or not self.proposals:
-            raise ConfigError(f"matching proposals must be a non-empty list of {list(SOURCES)}, got {self.proposals}")
-        unknown = sorted(set(self.fallback_proposals) - set(SOURCES))
-        if unknown:
-            raise ConfigError(f"matching fallback_proposals must be a list of {list(SOURCES)}, got {unknown}")
-        if self.input_size < 32:
-            raise ConfigError(f"matching input_size must be >= 32 pixels, got {self.input_size}")
-        if self.tau is not None and not -1.0 <= self.tau <= 1.0:
-            raise ConfigError(f"matching tau must be in [-1, 1] (a cosine similarity), got {self.tau}")
-        if not 0.0 <= self.layout_weight <= 1.0:
-            raise ConfigError(f"matching layout_weight must be in [0, 1], got {self.layout_weight}")
-        if self.layout_grid < 1:
-            raise ConfigError(f"matching layout_grid must be >= 1, got {self.layout_grid}")
-        if self.peaks < 1:
-            raise ConfigError(f"matching peaks must be >= 1, got {self.peaks}")
-        if any(not 0.0 <= t < 1.0 for t in self.grow_levels) or not self.grow_levels:
-            raise ConfigError(f"matching grow_levels must be numbers in [0, 1), got {self.grow_levels}")
-        if any(s <= 0 for s in self.peak_scales) or any(a <= 0 for a in self.peak_aspect_ratios):
-            raise ConfigError("matching peak_scales and peak_aspect_ratios must be positive numbers")
-        if self.max_instances < 1:
-            raise ConfigError(f"matching max_instances must be >= 1, got {self.max_instances}")
-        if not 0.0 < self.instance_iou <= 1.0:
-            raise ConfigError(f"matching instance_iou must be in (0, 1], got {self.instance_iou}")
-        if self.cache_size < 0:
-            raise ConfigError(f"matching cache_size must be >= 0, got {self.cache_size}")
+__all__ = [
+    "DEFAULT_TAU",
+    "MatchingConfig",
+    "MatchingLocalizer",
+    "SupportView",
+    "create_matching",
+    "grid_boxes",
+    "image_key",
+]
 
 
 @dataclass(frozen=True)
@@ -145,20 +72,6 @@ class SupportView:
     def embedding(self) -> np.ndarray:
         """The original view's embedding (C,)."""
         return self.embeddings[0]
-
-
-def image_key(image: ImageRef | str) -> tuple[Any, ...]:
-    """A cache key that changes when the image does: path + mtime + size for files, a pixel hash for arrays."""
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        try:
-            stat = path.stat()
-        except OSError:
-            return ("path", str(path))  # load_image will raise the user-facing error
-        return ("path", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    img = load_image(image)
-    digest = hashlib.blake2b(img.tobytes(), digest_size=16).hexdigest()
-    return ("pixels", img.size, digest)
 
 
 class MatchingLocalizer:
@@ -193,6 +106,10 @@ class MatchingLocalizer:
             hflip=cfg.hflip,
             zoom_out=list(cfg.zoom_out),
             tau=cfg.tau,
+            refine_top=cfg.refine_top,
+            refine_steps=list(cfg.refine_steps),
+            refine_accept=cfg.refine_accept,
+            rotate=list(cfg.rotate),
             crop_small_cells=cfg.crop_small_cells,
         )
 
@@ -211,7 +128,14 @@ class MatchingLocalizer:
         cfg = self.config
         # (what the embedding depends on, image, box): supports are grouped by the middle part, so it has a name
         # instead of a position that a new setting could shift (it once grouped every support onto one image).
-        settings = (self.encoder.name, cfg.layout_grid, cfg.hflip, tuple(cfg.zoom_out), cfg.crop_small_cells)
+        settings = (
+            self.encoder.name,
+            cfg.layout_grid,
+            cfg.hflip,
+            tuple(cfg.zoom_out),
+            tuple(cfg.rotate),
+            cfg.crop_small_cells,
+        )
         keys = [(settings, image_key(s.image), tuple(s.box.as_list(3))) for s in supports]
         found: dict[tuple[Any, ...], SupportView] = {}
         pending: dict[tuple[Any, ...], list[int]] = {}
@@ -373,16 +297,34 @@ class MatchingLocalizer:
         best = int(np.argmax(scores))
         score = float(scores[best])
         meta.update(source=SOURCES[int(source[best])], support=int(best_view[best]))
-        if score < self.tau:
+        if score < self.tau:  # decided on the proposals, so refinement cannot turn an absent answer present
             return Prediction(None, score, meta=meta)
+        answer = boxes[best]
+        if cfg.refine_top > 0 and cfg.crop_small_cells == 0:  # gains are measured on pooled scores, not crop ones
+            fit = lambda b: self.score_boxes(fm, b, views)[0]  # noqa: E731
+            best, answer, score = refine_best(
+                boxes,
+                scores,
+                fit,
+                image.size,
+                top=cfg.refine_top,
+                steps=cfg.refine_steps,
+                accept_gain=cfg.refine_accept,
+            )
+            meta.update(
+                source=SOURCES[int(source[best])],
+                refined_from=[round(float(v), 1) for v in boxes[best]],
+                proposal_score=round(float(scores[best]), 4),
+            )
         extra: tuple[Box, ...] = ()
         if self.config.max_instances > 1:
             above = np.flatnonzero(scores >= self.tau)
             kept = above[instance_nms(boxes[above], scores[above], self.config.instance_iou)]
-            more = [i for i in kept if i != best][: self.config.max_instances - 1]
+            apart = box_iou_batch(np.asarray(answer)[None], boxes[kept])[0] <= self.config.instance_iou
+            more = [i for i, a in zip(kept, apart, strict=True) if i != best and a][: self.config.max_instances - 1]
             extra = tuple(Box(*boxes[i]) for i in more)
             meta["extra_scores"] = [round(float(scores[i]), 4) for i in more]
-        return Prediction(Box(*boxes[best]), score, extra_boxes=extra, meta=meta)
+        return Prediction(Box(*answer), score, extra_boxes=extra, meta=meta)
 
 
 @register_localizer("matching")

@@ -62,6 +62,24 @@ class MatcherConfig:
     box win one 1-shot episode (mIoU 0.851 -> 0.834) and changed nothing else."""
     zoom_out: list[float] = field(default_factory=lambda: [2.5])
     """Also embed each support view placed in a canvas this many times larger (CNN features are not scale invariant)."""
+    rotate: list[int] = field(default_factory=list)
+    """Also embed each support view rotated by these angles (90, 180, 270 degrees): in-plane rotation, for objects
+    seen from above. Off by default (see docs/lookalikes.md for what it measured)."""
+    refine_top: int = 1
+    """When the object is found, refine the edges of this many best distinct candidates and answer the best refined
+    box (`focuskit.matcher.refine`; 0: off). Needs the query's feature map, so `localize` (CLI, API, HTTP) does it;
+    `detect` and library search answer the proposal box. 1 (the winner only): refining the top 3 let a loose
+    candidate, once refined, outscore a tight winner and lowered the real-photo mIoU (0.851/0.893/0.899 ->
+    0.829/0.888/0.886 at k=1/2/4); refining the winner raised it (docs/lookalikes.md)."""
+    refine_steps: list[float] = field(default_factory=lambda: [0.16, 0.08, 0.04])
+    """Edge moves tried by the refinement, as fractions of the box's width and height, coarse to fine."""
+    refine_accept: float = 0.04
+    """Score gain a refined box needs to replace its proposal: on the same-category tuning split gains >= 0.042 were
+    loose boxes tightened and gains <= 0.022 the search fitting the coarse grid of small objects."""
+    rotate: list[int] = field(default_factory=list)
+    """Also embed each support view rotated by these angles (90, 180, 270 degrees): in-plane rotation, for objects
+    seen from above. Off by default: it lifts rotated coins a lot but costs three encodes per support image, the
+    concept memory does not store such views, and the real-photo mIoU at k=4 fell slightly (docs/lookalikes.md)."""
     tau: float | None = None
     """Absent threshold; None: the measured value for the encoder's tag (`DEFAULT_TAU`)."""
     crop_small_cells: float = 0.0
@@ -80,6 +98,10 @@ class MatcherConfig:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"matcher zoom_out factors must be in (1, 8], got {bad}")
+        if any(a not in (90, 180, 270) for a in self.rotate):
+            raise ConfigError(f"matcher rotate angles must be 90, 180 or 270, got {self.rotate}")
+        if self.refine_top < 0 or any(not 0.0 < s < 1.0 for s in self.refine_steps):
+            raise ConfigError(f"matcher refine_top must be >= 0 and refine_steps in (0, 1), got {self.refine_top}")
         if self.crop_small_cells < 0:
             raise ConfigError(f"matcher crop_small_cells must be >= 0 (0 = off), got {self.crop_small_cells}")
         if self.tau is not None and not -1.0 <= self.tau <= 1.0:

@@ -49,6 +49,16 @@ def zoom_out(image: Image.Image, factor: float) -> tuple[Image.Image, int, int]:
     return Image.fromarray(canvas), left, top
 
 
+def _rotated_box(b: Box, angle: int, size: tuple[int, int]) -> Box:
+    """`b` in the image rotated counter-clockwise by `angle` (90, 180 or 270) degrees with `Image.rotate(expand)`."""
+    w, h = size
+    if angle == 90:
+        return Box(b.y1, w - b.x2, b.y2, w - b.x1)
+    if angle == 180:
+        return Box(w - b.x2, h - b.y2, w - b.x1, h - b.y1)
+    return Box(h - b.y2, b.x1, h - b.y1, b.x2)
+
+
 class RegionMatcher:
     """Proposals + region embeddings + scoring of one `MatcherConfig`.
 
@@ -202,6 +212,10 @@ class RegionMatcher:
                     zm = np.zeros((canvas.height, canvas.width), dtype=bool)
                     zm[top : top + image.height, left : left + image.width] = m
                 views.append((f"zoom{f:g}", pooled(zoomed, zb, zm)))
+        for angle in self.config.rotate:
+            turned = encoder.encode(image.rotate(angle, expand=True))  # exact: multiples of 90 degrees
+            for views, b in zip(out, boxes, strict=True):
+                views.append((f"rot{angle}", pooled(turned, _rotated_box(b, angle, image.size), None)))
         if self.config.crop_small_cells > 0:
             crops = crop_variants(encoder, image, np.stack([b.to_array() for b in boxes]).reshape(-1, 4), fmap,
                                   min_cells=self.config.crop_small_cells)  # fmt: skip
