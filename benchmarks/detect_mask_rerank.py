@@ -1,7 +1,8 @@
 """`detect` boxes only, with masks, and with mask re-ranking, on the built-in real-photo episodes, side by side.
 
 Per episode, one concept memory is made from the episode's supports (their boxes, with GrabCut masks stored at add
-time), and the query goes through the same `ConceptDetector` three times: boxes only (the default), with the GrabCut
+time), and the query goes through the same `ConceptDetector` four times: boxes only without edge refinement (the
+detector before `DetectorConfig.refine`), boxes only (the default), with the GrabCut
 segmenter (the same boxes, each with its mask: checked), and with `mask_rerank` (the best 8 candidates above tau
 re-ranked by mask against the stored mask embeddings). Presence is decided by the box score in all three, so only
 the chosen box can differ. Reported: mean IoU of the top detection with the true box
@@ -40,13 +41,14 @@ def main() -> None:
     episodes = load_episodes(realphotos_episodes())[: opts.limit]
     segmenter = create_segmenter("grabcut")
     rows = []
-    seconds = {"box": 0.0, "box + masks": 0.0, "mask rerank": 0.0}
+    seconds = {"box, unrefined": 0.0, "box": 0.0, "box + masks": 0.0, "mask rerank": 0.0}
     with tempfile.TemporaryDirectory(prefix="focuskit-rerank-") as tmp:
         for i, ep in enumerate(episodes):
             with ConceptMemory(Path(tmp) / f"m{i}") as mem:
                 mem.add("x", [s.image for s in ep.supports], boxes=[s.box for s in ep.supports], segmenter=segmenter)
                 row = {"id": ep.id, "present": ep.query_box is not None}
                 variants = {
+                    "box, unrefined": ConceptDetector(mem, config=DetectorConfig(refine=False)),  # before refinement
                     "box": ConceptDetector(mem),
                     "box + masks": ConceptDetector(mem, segmenter=segmenter),
                     "mask rerank": ConceptDetector(mem, config=DetectorConfig(mask_rerank=True), segmenter=segmenter),

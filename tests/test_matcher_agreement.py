@@ -1,6 +1,7 @@
 """One matcher, four surfaces: `focuskit localize`, `focuskit detect`, `focuskit library search` and the HTTP API
-give the same box and score for the same concept (its stored views as supports) and the same photo. `localize`
-(CLI and HTTP) then refines that box's edges by default (`MatcherConfig.refine_top`), which the others do not."""
+give the same box and score for the same concept (its stored views as supports) and the same photo. `localize` and
+`detect` (CLI and HTTP) then refine that box's edges by default (`MatcherConfig.refine_top`), the same way; library
+search answers the stored proposal (it keeps no feature map to refine on), which is the unrefined answer."""
 
 from __future__ import annotations
 
@@ -61,16 +62,21 @@ def test_every_surface_gives_the_same_box_and_score(setup: dict[str, Path]) -> N
     loc = json.loads(_cli(*args, "--config", unrefined, "--json"))
     assert loc["box"] is not None, loc
     ref = (Box(*loc["box"]), float(loc["score"]))
-    # By default `localize` also refines the winning proposal's edges (MatcherConfig.refine_top); detect and library
-    # search answer the proposal itself. The refined answer is found whenever the proposal is, scores at least as
+    # By default `localize` and `detect` also refine the winning proposal's edges (MatcherConfig.refine_top); library
+    # search answers the proposal itself. The refined answer is found whenever the proposal is, scores at least as
     # high, and stays on the same object.
     refined = json.loads(_cli(*args, "--json"))
     assert refined["box"] is not None and float(refined["score"]) >= ref[1] - 1e-4
     assert iou(Box(*refined["box"]), ref[0]) > 0.5
+    fit = (Box(*refined["box"]), float(refined["score"]))
 
     dets = json.loads(_cli("detect", query, "--memory", memory, "--json"))
     det = next(d for d in dets["detections"] if d["concept"] == "box") if isinstance(dets, dict) else dets[0]
-    _close(ref, (Box(*det["box"]), float(det["score"])), "detect")
+    _close(fit, (Box(*det["box"]), float(det["score"])), "detect")
+    (tmp / "unrefined_pekit.yaml").write_text("detector:\n  refine: false\n")
+    off = json.loads(_cli("detect", query, "--memory", memory, "--json", "--config", tmp / "unrefined_pekit.yaml"))
+    det = next(d for d in off["detections"] if d["concept"] == "box") if isinstance(off, dict) else off[0]
+    _close(ref, (Box(*det["box"]), float(det["score"])), "detect, refinement off")
 
     _cli("library", "index", lib, "--memory", memory, "--json")
     hits = json.loads(_cli("library", "search", "box", "--memory", memory, "--json"))
@@ -87,7 +93,7 @@ def test_every_surface_gives_the_same_box_and_score(setup: dict[str, Path]) -> N
         r = client.post("/detect", files=[("image", (QUERY, query.read_bytes(), "image/jpeg"))])
         assert r.status_code == 200, r.text
         d = r.json()["detections"][0]
-        _close(ref, (Box(*d["box"]), float(d["score"])), "HTTP /detect")
+        _close(fit, (Box(*d["box"]), float(d["score"])), "HTTP /detect")
         assert client.post("/library/index").status_code == 202
         for _ in range(600):
             job = client.get("/library/status").json()["indexing"]
@@ -116,3 +122,23 @@ def test_one_default_configuration() -> None:
     assert DetectorConfig().tau == lib.tau
     assert MatchingLocalizer.matcher_config(loc).proposers == m.proposers
     assert RegionMatcher(m, encoder=lambda: None).config.tau is None  # type: ignore[arg-type,return-value]
+
+
+def test_detect_refines_like_localize(tmp_path: Path) -> None:
+    """A loose proposal (a motorcycle's part, seen from the other camera of a stereo pair) is refined by `localize`
+    and by `detect` to the same box and score; with refinement off both answer the same proposal."""
+    from focuskit.localizers.matching import MatchingConfig, MatchingLocalizer
+    from focuskit.personalize.config import DetectorConfig
+    from focuskit.personalize.detector import ConceptDetector
+
+    with ConceptMemory(tmp_path / "m") as mem:
+        mem.add("part", [REAL / "moto_left.jpg"], boxes=[Box(345.5, 50.1, 361.9, 79.5)], progress=False)
+        supports, query = mem.supports("part"), REAL / "moto_right.jpg"
+        answers = {}
+        for refine in (True, False):
+            pred = MatchingLocalizer(MatchingConfig(refine_top=1 if refine else 0)).localize(supports, query)
+            det = ConceptDetector(mem, config=DetectorConfig(refine=refine)).detect(query)
+            assert pred.box is not None and len(det) == 1
+            _close((pred.box, pred.score), (Box(*det.xyxy[0]), float(det.scores[0])), f"detect, refine={refine}")
+            answers[refine] = (pred.box, pred.score)
+    assert answers[True][1] > answers[False][1] + 0.04 and iou(answers[True][0], answers[False][0]) < 0.9

@@ -62,13 +62,10 @@ class MatcherConfig:
     box win one 1-shot episode (mIoU 0.851 -> 0.834) and changed nothing else."""
     zoom_out: list[float] = field(default_factory=lambda: [2.5])
     """Also embed each support view placed in a canvas this many times larger (CNN features are not scale invariant)."""
-    rotate: list[int] = field(default_factory=list)
-    """Also embed each support view rotated by these angles (90, 180, 270 degrees): in-plane rotation, for objects
-    seen from above. Off by default (see docs/lookalikes.md for what it measured)."""
     refine_top: int = 1
     """When the object is found, refine the edges of this many best distinct candidates and answer the best refined
-    box (`focuskit.matcher.refine`; 0: off). Needs the query's feature map, so `localize` (CLI, API, HTTP) does it;
-    `detect` and library search answer the proposal box. 1 (the winner only): refining the top 3 let a loose
+    box (`focuskit.matcher.refine`; 0: off). Needs the query's feature map, so `localize` and `detect` (CLI, API,
+    HTTP) do it; library search answers the stored proposal box. 1 (the winner only): refining the top 3 let a loose
     candidate, once refined, outscore a tight winner and lowered the real-photo mIoU (0.851/0.893/0.899 ->
     0.829/0.888/0.886 at k=1/2/4); refining the winner raised it (docs/lookalikes.md)."""
     refine_steps: list[float] = field(default_factory=lambda: [0.16, 0.08, 0.04])

@@ -41,6 +41,9 @@ class DetectorConfig:
     on the real-photo episodes it chose parts of the object (mIoU 0.797 -> 0.717, benchmarks/detect_mask_rerank.py)."""
     rerank_top: int = 8
     """With `mask_rerank`: how many of a concept's best candidates above tau are segmented and re-ranked."""
+    refine: bool = True
+    """Refine each kept box's edges as `localize` does (`focuskit.matcher.MatcherConfig.refine_top`), so both give
+    the same box and score; false: the proposal box, which is what library search answers (docs/lookalikes.md)."""
 
     def __post_init__(self) -> None:
         if self.segmenter is not None and self.segmenter not in SEGMENTERS:

@@ -40,6 +40,7 @@ from focuskit.core.image import ImageInput, load_image
 from focuskit.localizers.base import Localizer
 from focuskit.matcher import MatcherConfig, RegionMatcher
 from focuskit.matcher.config import DEFAULT_ENCODER_TAG, tau_for
+from focuskit.matcher.refine import refine_best
 from focuskit.memory.store import ConceptMemory
 from focuskit.models.encoders import FeatureMap
 from focuskit.models.proposals import Proposer
@@ -163,9 +164,33 @@ class ConceptDetector:
         if not keep.any():
             return Detections.empty(best_scores)
         dets = Detections(s.boxes[keep], s.score[keep], [s.names[j] for j in s.best[keep]], best_scores=best_scores)
-        if self.segmenter is None:
-            return dets.with_max_instances(n, self.config.nms_iou)
-        return self._with_masks(img, s.fmap, dets, n)
+        if self.segmenter is not None and self.config.mask_rerank:  # boxes chosen by their masks: not refined
+            return self._with_masks(img, s.fmap, dets, n)
+        dets = self._refined(img, s.fmap, dets.with_max_instances(n, self.config.nms_iou))
+        return dets if self.segmenter is None else self._with_masks(img, s.fmap, dets, n)
+
+    def _refined(self, img: Image.Image, fmap: FeatureMap, dets: Detections) -> Detections:
+        """Each kept box refined the way `localize` refines its answer (`MatcherConfig.refine_top`, the shared
+        `focuskit.matcher.refine`), scored against its own concept's stored views, so `detect` and `localize` give
+        the same box and score for the same concept and photo. Presence was decided on the proposals already."""
+        cfg = self.matcher.config
+        if not self.config.refine or cfg.refine_top < 1 or cfg.crop_small_cells > 0 or len(dets) == 0:
+            return dets
+        boxes = np.array(dets.xyxy, dtype=np.float64)
+        scores = np.array(dets.scores, dtype=np.float32)
+        views: dict[str, np.ndarray] = {}
+        for i, name in enumerate(dets.names):
+            v = views.setdefault(name, self.memory.view_embeddings(name)[0])
+            fit = lambda b, v=v: (self.matcher.embed_regions(fmap, b) @ v.T).max(1)  # noqa: E731
+            _, boxes[i], scores[i] = refine_best(
+                boxes[i : i + 1], scores[i : i + 1], fit, img.size, top=1, steps=cfg.refine_steps,
+                accept_gain=cfg.refine_accept,
+            )  # fmt: skip
+        best = dict(dets.best_scores)
+        for name, score in zip(dets.names, scores, strict=True):
+            best[name] = max(best.get(name, float("-inf")), float(score))
+        out = Detections(boxes, scores, list(dets.names), data=dict(dets.data), best_scores=best)
+        return out[np.argsort(-out.scores, kind="stable")]
 
     def _mask_prototypes(self, name: str) -> np.ndarray:
         gen = self.memory.generation()
