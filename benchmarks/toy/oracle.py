@@ -69,7 +69,7 @@ def pixel_means(path: Path, box: Box) -> np.ndarray:
 
     with Image.open(path) as im:
         a = np.asarray(im.convert("RGB"), np.float32)
-    x1, y1, x2, y2 = (int(round(v)) for v in box.as_list())
+    x1, y1, x2, y2 = (round(v) for v in box.as_list())
     return a[y1:y2, x1:x2].reshape(-1, 3).mean(0)
 
 

@@ -56,7 +56,9 @@ object's base colour, its pattern kind and the pattern's colour. The other two g
 (pattern frequency/angle, the small mark) change a few pixels of a 30-50 px object and are near-invisible there."""
 
 
-def mutate_within(base: Appearance, rng: np.random.Generator, n_changes: int, groups: tuple[str, ...] | None) -> Appearance:
+def mutate_within(
+    base: Appearance, rng: np.random.Generator, n_changes: int, groups: tuple[str, ...] | None
+) -> Appearance:
     """`mutate_appearance`, restricted to attribute `groups` (None: all five) by redrawing until only they changed."""
     for _ in range(200):
         out = mutate_appearance(base, rng, n_changes)
