@@ -89,3 +89,12 @@ def test_oracle_cell_weights_cover_the_box_and_sum_to_one() -> None:
     w = cell_weights(Box(0, 0, 56, 28), grid=4, size=112)  # the top half of the first two cells' row
     assert w.sum() == pytest.approx(1.0)
     assert w.reshape(4, 4)[0, :2] == pytest.approx([0.5, 0.5]) and w.reshape(4, 4)[1:].sum() == 0
+
+
+def test_fixed_roles_give_a_position_balanced_pair_on_the_same_frames(pool: list) -> None:
+    first = sample_episodes(pool, 3, shots=(2, 2), seed=4, distinct=True, role=0)
+    second = sample_episodes(pool, 3, shots=(2, 2), seed=4, distinct=True, role=1)
+    for a, b in zip(first, second, strict=True):
+        assert a.query_image == b.query_image and [s.image for s in a.supports] == [s.image for s in b.supports]
+        assert a.meta["query_distractors"] == [b.query_box.as_list()]
+        assert b.meta["query_distractors"] == [a.query_box.as_list()]

@@ -29,10 +29,43 @@ def parse_stage(text: str) -> tuple[str, float, int]:
     return kind, 1.0 if kind == "clean" else 0.0, int(steps)
 
 
+def plot_experiments(path: Path, names: list[str]) -> Path:
+    """Held-out pick rate (full and clean-support episodes) vs instance-SFT steps for the experiments `names`."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from focuskit.core.io import atomic_write_bytes
+
+    runs = json.loads(RESULTS.read_text())["runs"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in names:
+        run = runs[name]
+        pts = [{"step": 0, "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]}, *run["curve"]]
+        line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{name}: full")[0]
+        ax.plot([p["step"] for p in pts], [100 * p["clean_pick"] for p in pts], "x--", color=line.get_color(),
+                label=f"{name}: clean supports")  # fmt: skip
+    ax.axhline(50, color="gray", ls=":", label="chance")
+    ax.axhline(80, color="black", ls=":", lw=0.8, label="goal")
+    ax.set_xlabel("instance-SFT steps (batch 8, after locate)")
+    ax.set_ylabel("held-out target pick % (k=4)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--plot", nargs="+", default=None, help="only plot these experiments' curves to --workdir")
     parser.add_argument("--groups", choices=("all", "visible"), default="visible")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--cnn-scale", type=float, default=2.0)
@@ -45,8 +78,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--attention", default="", help="JSON AttentionLossConfig fields for every stage (empty: off)")
     parser.add_argument("--base", type=Path, default=None, help="reuse this locate model (same data options)")
+    parser.add_argument("--reeval", nargs="+", default=None, help="only evaluate these models (balanced held-out)")
     parser.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per stage")
     args = parser.parse_args()
+    if args.plot:
+        print(plot_experiments(args.workdir, args.plot))
+        return
 
     from benchmarks.toy.metrics import evaluate_fast
     from benchmarks.toy.pool import VISIBLE_GROUPS, render_pool, sample_episodes, write_pool_episodes
@@ -67,9 +104,13 @@ def main() -> None:
                         alone=3, groups=groups)  # fmt: skip
     held = render_pool(SynthConfig(objects=2, seed=103, **common), root / "eval", args.eval_instances, 5,
                        alone=4, groups=groups)  # fmt: skip
-    heldout = sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix="heldout", distinct=True)
-    clean_held = sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix="clean", distinct=True,
-                                 clean_rate=1.0)  # fmt: skip
+    # both objects of every held-out instance as the target, same frames: position-balanced (see sample_episodes)
+    heldout, clean_held = [], []
+    for role in (0, 1):
+        heldout += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"heldout{role}",
+                                   distinct=True, role=role)  # fmt: skip
+        clean_held += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"clean{role}",
+                                      distinct=True, clean_rate=1.0, role=role)  # fmt: skip
     print(f"data {time.perf_counter() - t0:.0f}s", flush=True)
     feats = args.workdir / "features.pt"
     if not feats.is_file():
@@ -86,6 +127,13 @@ def main() -> None:
                 "iou_any": full["iou_any"][4], "clean_pick": clean["pick_rate"][4], "clean_miou": clean["miou"][4],
                 "picks": full["per_episode_pick"][4], "ious": full["per_episode_iou"][4]}  # fmt: skip
 
+    if args.reeval:
+        out = {}
+        for m in args.reeval:
+            out[m] = {k: v for k, v in ev(m).items() if k not in ("picks", "ious")}
+            print(m, out[m], flush=True)
+        (args.workdir / "reeval.json").write_text(json.dumps(out, indent=1))
+        return
     record: dict[str, Any] = {"model": f"{args.layers}x{args.hidden}", "image_size": s, "cnn_scale": args.cnn_scale,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip

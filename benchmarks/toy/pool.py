@@ -157,13 +157,19 @@ def sample_episodes(
     distinct: bool = False,
     swap_roles: bool = False,
     clean_rate: float = 0.0,
+    role: int | None = None,
 ) -> list[Episode]:
     """`n` episodes: an instance, then k in [shots] supports and one query drawn without replacement from its frames.
 
     `copy_rate`: fraction of "copy the support box" episodes whose query is one of their supports (a curriculum
     step: the answer is that support's box, found by matching whole frames, not instances).
+    `role`: every episode's target is that object of the instance (0: the target, 1: its first look-alike), with the
+    same frames as `role=None` gives (so `role=0` and `role=1` together are a position-balanced held-out set: the
+    renderer places object 0 first, which leaves it nearer the centre on average, so a rule that ignores the
+    supports and answers near the centre "picks" object 0 more often than half the time).
     """
     rng = random.Random(seed)
+    role_fixed = role
     out = []
     for e in range(n):
         inst = pool[e % len(pool)] if distinct else pool[rng.randrange(len(pool))]
@@ -172,7 +178,8 @@ def sample_episodes(
         sup = [inst.frames[j] for j in order[:k]]
         copy = rng.random() < copy_rate
         q = sup[rng.randrange(k)] if copy else inst.frames[order[k]]
-        role = rng.randrange(len(q.boxes)) if swap_roles else 0
+        drawn = rng.randrange(len(q.boxes)) if swap_roles else 0
+        role = drawn if role_fixed is None else role_fixed
         others = [b.as_list() for i, b in enumerate(q.boxes) if i != role]
         clean = bool(inst.alone) and not copy and rng.random() < clean_rate
         if clean:

@@ -41,6 +41,12 @@ class Preset:
     grpo_lr: float = 1e-3
     batch_size: int = 8
     copy_rate: float = 0.0
+    groups: tuple[str, ...] | None = None
+    """Appearance attributes a look-alike may differ in (`pool.mutate_within`; None: all five of `focuskit.data.synth`).
+    `pool.VISIBLE_GROUPS` keeps the changes a 4x4 token grid can see (the oracle check in docs/toy_ablation.md)."""
+    clean_rate: float = 0.0
+    """Fraction of training episodes whose supports show the target alone (`alone` frames per object are rendered)."""
+    alone: int = 0
     swap_roles: bool = True
     """Training episodes pick their target among the instance's objects at random (see `pool.sample_episodes`)."""
     shots: tuple[int, ...] = (1, 2, 4)
