@@ -44,7 +44,10 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name in names:
         run = runs[name]
-        pts = [{"step": 0, "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]}, *run["curve"]]
+        pts = [
+            {"step": run.get("start_step", 0), "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]},
+            *run["curve"],
+        ]
         line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{name}: full")[0]
         ax.plot([p["step"] for p in pts], [100 * p["clean_pick"] for p in pts], "x--", color=line.get_color(),
                 label=f"{name}: clean supports")  # fmt: skip
