@@ -65,3 +65,36 @@ def test_paired_difference_is_the_mean_per_episode_difference_and_base_pairs_wit
     assert got["diff"] == pytest.approx(statistics.fmean(per_episode))
     assert got["se"] == pytest.approx(statistics.stdev(per_episode) / 3**0.5)
     assert paired(rows, "sft", "missing", (4,), "per_episode_iou") is None
+
+
+def test_visible_lookalikes_differ_only_in_colour_or_pattern() -> None:
+    import numpy as np
+
+    from benchmarks.toy.pool import VISIBLE_GROUPS, mutate_within
+    from focuskit.data.synth import random_appearance
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        base = random_appearance(rng)
+        out = mutate_within(base, rng, int(rng.integers(1, 3)), VISIBLE_GROUPS)
+        assert (out.frequency, out.angle, out.mark, out.mark_color) == (base.frequency, base.angle, base.mark,
+                                                                         base.mark_color)  # fmt: skip
+        assert (out.color, out.pattern, out.pattern_color) != (base.color, base.pattern, base.pattern_color)
+
+
+def test_oracle_cell_weights_cover_the_box_and_sum_to_one() -> None:
+    from benchmarks.toy.oracle import cell_weights
+    from focuskit.core.box import Box
+
+    w = cell_weights(Box(0, 0, 56, 28), grid=4, size=112)  # the top half of the first two cells' row
+    assert w.sum() == pytest.approx(1.0)
+    assert w.reshape(4, 4)[0, :2] == pytest.approx([0.5, 0.5]) and w.reshape(4, 4)[1:].sum() == 0
+
+
+def test_fixed_roles_give_a_position_balanced_pair_on_the_same_frames(pool: list) -> None:
+    first = sample_episodes(pool, 3, shots=(2, 2), seed=4, distinct=True, role=0)
+    second = sample_episodes(pool, 3, shots=(2, 2), seed=4, distinct=True, role=1)
+    for a, b in zip(first, second, strict=True):
+        assert a.query_image == b.query_image and [s.image for s in a.supports] == [s.image for s in b.supports]
+        assert a.meta["query_distractors"] == [b.query_box.as_list()]
+        assert b.meta["query_distractors"] == [a.query_box.as_list()]

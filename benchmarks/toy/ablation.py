@@ -108,9 +108,9 @@ def make_data(preset: Preset, root: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", preset.pre_instances, 5)
     train = render_pool(SynthConfig(objects=preset.objects, seed=102, **common), root / "train",
-                        preset.train_instances, preset.frames)  # fmt: skip
+                        preset.train_instances, preset.frames, alone=preset.alone, groups=preset.groups)  # fmt: skip
     held = render_pool(SynthConfig(objects=preset.objects, seed=103, **common), root / "eval",
-                       preset.eval_episodes, 5)  # fmt: skip
+                       preset.eval_episodes, 5, groups=preset.groups)  # fmt: skip
     n = preset.batch_size
     files = {
         "pre": write_pool_episodes(
@@ -124,16 +124,25 @@ def make_data(preset: Preset, root: Path) -> dict[str, Any]:
                 seed=2,
                 copy_rate=preset.copy_rate,
                 swap_roles=preset.swap_roles,
+                clean_rate=preset.clean_rate,
             ),
             root / "train.jsonl",
         ),
-        # one held-out episode per held-out instance: 4 supports, evaluated with the first 1, 2 and 4
+        # two held-out episodes per held-out instance: 4 supports, evaluated with the first 1, 2 and 4;
+        # both objects as the target (same frames): position-balanced, see pool.sample_episodes(role=)
         "eval": write_pool_episodes(
-            sample_episodes(held, preset.eval_episodes, shots=(4, 4), seed=3, prefix="heldout", distinct=True),
+            [
+                ep
+                for role in (0, 1)
+                for ep in sample_episodes(
+                    held, preset.eval_episodes, shots=(4, 4), seed=3, prefix=f"heldout{role}", distinct=True, role=role
+                )
+            ],
             root / "eval.jsonl",
         ),
     }
     frames = [f.path for pool in (pre, train, held) for inst in pool for f in inst.frames]
+    frames += [f.path for inst in train for solo in inst.alone for f in solo]
     return {"files": {k: str(v) for k, v in files.items()}, "frames": frames, "seconds": time.perf_counter() - t0}
 
 

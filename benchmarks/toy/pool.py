@@ -26,6 +26,7 @@ from focuskit.core.io import atomic_write_bytes, atomic_write_text
 from focuskit.data.episodes_jsonl import write_episodes
 from focuskit.data.synth import (
     SHAPES,
+    Appearance,
     BackgroundMaker,
     SynthConfig,
     mutate_appearance,
@@ -49,8 +50,40 @@ class PoolInstance:
     """Per object (target, then look-alikes): frames showing that object alone (for clean-support episodes)."""
 
 
-def render_pool(config: SynthConfig, out_dir: Path, instances: int, frames: int, alone: int = 0) -> list[PoolInstance]:
+VISIBLE_GROUPS: tuple[str, ...] = ("color", "pattern", "pattern_color")
+"""Look-alike changes that a 4x4 grid of pooled CNN tokens can see (docs/toy_ablation.md, oracle check): the
+object's base colour, its pattern kind and the pattern's colour. The other two groups of `mutate_appearance`
+(pattern frequency/angle, the small mark) change a few pixels of a 30-50 px object and are near-invisible there."""
+
+
+def mutate_within(
+    base: Appearance, rng: np.random.Generator, n_changes: int, groups: tuple[str, ...] | None
+) -> Appearance:
+    """`mutate_appearance`, restricted to attribute `groups` (None: all five) by redrawing until only they changed."""
+    for _ in range(200):
+        out = mutate_appearance(base, rng, n_changes)
+        changed = {
+            "color": out.color != base.color, "pattern": out.pattern != base.pattern,
+            "pattern_color": out.pattern_color != base.pattern_color,
+            "texture": out.frequency != base.frequency or out.angle != base.angle,
+            "mark": out.mark != base.mark or out.mark_color != base.mark_color,
+        }  # fmt: skip
+        if groups is None or all(g in groups for g, c in changed.items() if c):
+            return out
+    raise ValueError(f"could not mutate within {groups}")
+
+
+def render_pool(
+    config: SynthConfig,
+    out_dir: Path,
+    instances: int,
+    frames: int,
+    alone: int = 0,
+    groups: tuple[str, ...] | None = None,
+) -> list[PoolInstance]:
     """Render `instances` targets (each with `config.objects - 1` look-alikes) in `frames` poses each, as PNGs.
+
+    `groups`: the appearance attributes a look-alike may differ in (`mutate_within`; None: any of the five).
 
     `alone` > 0 also renders, per object, that many frames showing it without its look-alikes (own random stream,
     so the shared frames do not change). `out_dir/pool.json` records the boxes; a later call with the same
@@ -58,7 +91,7 @@ def render_pool(config: SynthConfig, out_dir: Path, instances: int, frames: int,
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "pool.json"
-    key = {"config": repr(config), "instances": instances, "frames": frames, "alone": alone}
+    key = {"config": repr(config), "instances": instances, "frames": frames, "alone": alone, "groups": groups}
     if index.is_file():
         saved = json.loads(index.read_text())
         if saved["key"] == key:
@@ -77,7 +110,9 @@ def render_pool(config: SynthConfig, out_dir: Path, instances: int, frames: int,
         shape = str(rng.choice(SHAPES))
         target = random_appearance(rng)
         lo, hi = config.mutations
-        lookalikes = [mutate_appearance(target, rng, int(rng.integers(lo, hi + 1))) for _ in range(config.objects - 1)]
+        lookalikes = [
+            mutate_within(target, rng, int(rng.integers(lo, hi + 1)), groups) for _ in range(config.objects - 1)
+        ]
         rendered = []
         for j in range(frames):
             img, boxes = render_frame(config, shape, [target, *lookalikes], rng, backgrounds)
@@ -122,13 +157,19 @@ def sample_episodes(
     distinct: bool = False,
     swap_roles: bool = False,
     clean_rate: float = 0.0,
+    role: int | None = None,
 ) -> list[Episode]:
     """`n` episodes: an instance, then k in [shots] supports and one query drawn without replacement from its frames.
 
     `copy_rate`: fraction of "copy the support box" episodes whose query is one of their supports (a curriculum
     step: the answer is that support's box, found by matching whole frames, not instances).
+    `role`: every episode's target is that object of the instance (0: the target, 1: its first look-alike), with the
+    same frames as `role=None` gives (so `role=0` and `role=1` together are a position-balanced held-out set: the
+    renderer places object 0 first, which leaves it nearer the centre on average, so a rule that ignores the
+    supports and answers near the centre "picks" object 0 more often than half the time).
     """
     rng = random.Random(seed)
+    role_fixed = role
     out = []
     for e in range(n):
         inst = pool[e % len(pool)] if distinct else pool[rng.randrange(len(pool))]
@@ -137,7 +178,8 @@ def sample_episodes(
         sup = [inst.frames[j] for j in order[:k]]
         copy = rng.random() < copy_rate
         q = sup[rng.randrange(k)] if copy else inst.frames[order[k]]
-        role = rng.randrange(len(q.boxes)) if swap_roles else 0
+        drawn = rng.randrange(len(q.boxes)) if swap_roles else 0
+        role = drawn if role_fixed is None else role_fixed
         others = [b.as_list() for i, b in enumerate(q.boxes) if i != role]
         clean = bool(inst.alone) and not copy and rng.random() < clean_rate
         if clean:

@@ -1,0 +1,203 @@
+"""One learnability experiment of docs/toy_ablation.md: pools, CNN features, locate, then a chain of instance-SFT
+stages (a curriculum), with held-out pick rate / mIoU at k = 4 after each stage and at checkpoints (learning curve).
+
+    python -m benchmarks.toy.experiment --name E --groups visible --cnn-scale 2 \\
+        --stages clean:800 mix0.75:1600 --workdir /tmp/toyexp/E
+
+A stage is `KIND:STEPS` with KIND `clean` (supports show the target alone), `mixF` (a fraction F of clean
+episodes, the rest full ones), `full`, or `copyF` (a fraction F of "copy the support box" episodes). `--base DIR`
+reuses a locate model (and its features) from an earlier experiment with the same data options.
+Appends the result to `benchmarks/results/toy_experiments.json` under `runs[name]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parents[1] / "results" / "toy_experiments.json"
+
+
+def parse_stage(text: str) -> tuple[str, float, int]:
+    kind, steps = text.split(":")
+    for prefix in ("mix", "copy"):
+        if kind.startswith(prefix):
+            return prefix, float(kind.removeprefix(prefix)), int(steps)
+    return kind, 1.0 if kind == "clean" else 0.0, int(steps)
+
+
+def plot_experiments(path: Path, names: list[str]) -> Path:
+    """Held-out pick rate (full and clean-support episodes) vs instance-SFT steps for the experiments `names`."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from focuskit.core.io import atomic_write_bytes
+
+    runs = json.loads(RESULTS.read_text())["runs"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in names:
+        run = runs[name]
+        pts = [
+            {"step": run.get("start_step", 0), "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]},
+            *run["curve"],
+        ]
+        line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{name}: full")[0]
+        ax.plot([p["step"] for p in pts], [100 * p["clean_pick"] for p in pts], "x--", color=line.get_color(),
+                label=f"{name}: clean supports")  # fmt: skip
+    ax.axhline(50, color="gray", ls=":", label="chance")
+    ax.axhline(80, color="black", ls=":", lw=0.8, label="goal")
+    ax.set_xlabel("instance-SFT steps (batch 8, after locate)")
+    ax.set_ylabel("held-out target pick % (k=4)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--plot", nargs="+", default=None, help="only plot these experiments' curves to --workdir")
+    parser.add_argument("--groups", choices=("all", "visible"), default="visible")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--cnn-scale", type=float, default=2.0)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--locate-steps", type=int, default=800)
+    parser.add_argument("--train-instances", type=int, default=1200)
+    parser.add_argument("--eval-instances", type=int, default=300)
+    parser.add_argument("--stages", nargs="+", default=["clean:800", "mix0.75:1600"])
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--attention", default="", help="JSON AttentionLossConfig fields for every stage (empty: off)")
+    parser.add_argument("--base", type=Path, default=None, help="reuse this locate model (same data options)")
+    parser.add_argument("--reeval", nargs="+", default=None, help="only evaluate these models (balanced held-out)")
+    parser.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per stage")
+    args = parser.parse_args()
+    if args.plot:
+        print(plot_experiments(args.workdir, args.plot))
+        return
+
+    from benchmarks.toy.metrics import evaluate_fast
+    from benchmarks.toy.pool import VISIBLE_GROUPS, render_pool, sample_episodes, write_pool_episodes
+    from benchmarks.toy.presets import SMALL
+    from benchmarks.toy.recipe import Stage, build_base, precompute_features, sft_stage
+    from focuskit.data.synth import SynthConfig
+    from focuskit.models.vlms.cnn_qwen2_vl import load_features
+
+    t0 = time.perf_counter()
+    s = args.image_size
+    model = {**SMALL, "num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": 2 * args.hidden,
+             "min_pixels": s * s, "max_pixels": s * s, "cnn_scale": args.cnn_scale}  # fmt: skip
+    groups = VISIBLE_GROUPS if args.groups == "visible" else None
+    common = {"image_size": s, "backgrounds": ("gradient",), "min_scale": 0.25, "max_scale": 0.45}
+    root = args.workdir / "data"
+    pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", 300, 5)
+    train = render_pool(SynthConfig(objects=2, seed=102, **common), root / "train", args.train_instances, 6,
+                        alone=3, groups=groups)  # fmt: skip
+    held = render_pool(SynthConfig(objects=2, seed=103, **common), root / "eval", args.eval_instances, 5,
+                       alone=4, groups=groups)  # fmt: skip
+    # both objects of every held-out instance as the target, same frames: position-balanced (see sample_episodes)
+    heldout, clean_held = [], []
+    for role in (0, 1):
+        heldout += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"heldout{role}",
+                                   distinct=True, role=role)  # fmt: skip
+        clean_held += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"clean{role}",
+                                      distinct=True, clean_rate=1.0, role=role)  # fmt: skip
+    print(f"data {time.perf_counter() - t0:.0f}s", flush=True)
+    feats = args.workdir / "features.pt"
+    if not feats.is_file():
+        init = build_base(args.workdir / "init", model, seed=0)
+        frames = [f.path for p in (pre, train, held) for inst in p for f in inst.frames]
+        frames += [f.path for p in (train, held) for inst in p for a in inst.alone for f in a]
+        print(precompute_features(init, frames, feats), flush=True)
+    load_features(feats)
+
+    def ev(model_dir: str) -> dict[str, Any]:
+        full = evaluate_fast(model_dir, heldout, (4,))
+        clean = evaluate_fast(model_dir, clean_held, (4,))
+        return {"pick": full["pick_rate"][4], "miou": full["miou"][4], "area_ratio": full["area_ratio"][4],
+                "iou_any": full["iou_any"][4], "clean_pick": clean["pick_rate"][4], "clean_miou": clean["miou"][4],
+                "picks": full["per_episode_pick"][4], "ious": full["per_episode_iou"][4]}  # fmt: skip
+
+    if args.reeval:
+        out = {}
+        for m in args.reeval:
+            out[m] = {k: v for k, v in ev(m).items() if k not in ("picks", "ious")}
+            print(m, out[m], flush=True)
+        (args.workdir / "reeval.json").write_text(json.dumps(out, indent=1))
+        return
+    record: dict[str, Any] = {"model": f"{args.layers}x{args.hidden}", "image_size": s, "cnn_scale": args.cnn_scale,
+                              "groups": args.groups, "train_instances": args.train_instances,
+                              "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip
+    attention = json.loads(args.attention) if args.attention else None
+    if args.base is None:
+        pre_eps = sample_episodes(pre, args.locate_steps * 8, shots=(1, 4), seed=1)
+        base = sft_stage(args.workdir / "init", Stage(str(write_pool_episodes(pre_eps, root / "pre.jsonl")),
+                                                      args.locate_steps, 2e-3), args.workdir / "base")  # fmt: skip
+        current = base["model"]
+        record["locate"] = {
+            "steps": args.locate_steps,
+            "seconds": base["seconds"],
+            "lm_loss": base["curves"]["lm_loss"],
+        }
+    else:
+        current = str(args.base)
+        record["locate"] = {"reused": current}
+    r = ev(current)
+    record["base"] = {k: v for k, v in r.items() if k not in ("picks", "ious")}
+    print(f"base: {record['base']}", flush=True)
+    done = 0
+    for i, text in enumerate(args.stages):
+        kind, frac, steps = parse_stage(text)
+        eps = sample_episodes(train, steps * 8, shots=(1, 4), seed=10 + i, swap_roles=True,
+                              clean_rate=frac if kind in ("clean", "mix") else 0.0,
+                              copy_rate=frac if kind == "copy" else 0.0)  # fmt: skip
+        data = write_pool_episodes(eps, root / f"stage{i}.jsonl")
+        every = max(1, steps // max(1, args.curve))
+        extra = {"save_strategy": "steps", "save_steps": every, "save_total_limit": None} if args.curve else {}
+        out = args.workdir / f"stage{i}"
+        res = sft_stage(current, Stage(str(data), steps, args.lr, attention=attention, extra=extra), out)
+        for ckpt in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+            step = int(ckpt.name.split("-")[1])
+            if step == steps:
+                continue
+            c = ev(str(ckpt))
+            record["curve"].append(
+                {"step": done + step, "pick": c["pick"], "miou": c["miou"], "clean_pick": c["clean_pick"]}
+            )
+            print(
+                f"  step {done + step}: pick {c['pick']:.3f} clean {c['clean_pick']:.3f} mIoU {c['miou']:.3f}",
+                flush=True,
+            )
+        current = res["model"]
+        done += steps
+        r = ev(current)
+        record["curve"].append({"step": done, "pick": r["pick"], "miou": r["miou"], "clean_pick": r["clean_pick"]})
+        summary = {k: v for k, v in r.items() if k not in ("picks", "ious")}
+        record["stages"].append({"stage": text, "seconds": res["seconds"], "lm_loss": res["curves"]["lm_loss"],
+                                 "final_model": current, **summary})  # fmt: skip
+        print(f"stage {text}: {summary} ({res['seconds']:.0f}s)", flush=True)
+    n = len(r["picks"])
+    record["final"] = {**{k: v for k, v in r.items() if k not in ("picks", "ious")},
+                       "pick_se": (r["pick"] * (1 - r["pick"]) / n) ** 0.5, "n": n}  # fmt: skip
+    record["per_episode"] = {"picks": r["picks"], "ious": r["ious"]}
+    record["seconds"] = time.perf_counter() - t0
+    data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+    data["runs"][args.name] = record
+    RESULTS.write_text(json.dumps(data, indent=1))
+    print(f"final {args.name}: {record['final']} in {record['seconds']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
