@@ -216,3 +216,38 @@ def preprocess_array(
     m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+
+
+class GridEncoder:
+    """What a network encoder's two runtimes share (`TorchEncoder`, `OnnxEncoder`): the tag, the grid geometry and
+    the input normalisation, so an exported trunk describes itself exactly as the torch module it came from.
+
+    Subclasses implement `forward` on a `preprocess`-ed (1, 3, H, W) batch and `encode`.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        dim: int,
+        stride: int,
+        input_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+    ) -> None:
+        if input_size < stride:
+            raise ValueError(f"input_size must be at least the stride ({stride}), got {input_size}")
+        self.name = name
+        self.dim = dim
+        self.stride = stride
+        self.input_size = input_size
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+
+    def __repr__(self) -> str:
+        cls = type(self).__name__
+        return f"{cls}(name={self.name!r}, dim={self.dim}, stride={self.stride}, input_size={self.input_size})"
+
+    def preprocess_array(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> normalised (1, 3, h*stride, w*stride) float32 array (`preprocess_array`)."""
+        return preprocess_array(image, input_size=self.input_size, stride=self.stride, mean=self.mean, std=self.std)

@@ -31,7 +31,7 @@ from focuskit.core.cache import cache_dir
 from focuskit.core.errors import ModelError
 from focuskit.core.image import load_image
 from focuskit.core.io import atomic_write_with
-from focuskit.models.encoders.base import FeatureMap, preprocess_array
+from focuskit.models.encoders.base import FeatureMap, GridEncoder
 from focuskit.models.encoders.mobilenetv2_spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -47,7 +47,7 @@ CHECK_TOLERANCE = 1e-4
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-class OnnxEncoder:
+class OnnxEncoder(GridEncoder):
     """An exported (1, 3, H, W) -> (1, C, H/stride, W/stride) trunk run by cv2.dnn, with the torch encoder's inputs.
 
     Same `name`, `dim`, `stride` and `preprocess_array` as the `TorchEncoder` it was exported from, so its feature
@@ -65,24 +65,14 @@ class OnnxEncoder:
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
     ) -> None:
-        if input_size < stride:
-            raise ValueError(f"input_size must be at least the stride ({stride}), got {input_size}")
+        super().__init__(name=name, dim=dim, stride=stride, input_size=input_size, mean=mean, std=std)
         self.path = Path(path)
-        self.name = name
-        self.dim = dim
-        self.stride = stride
-        self.input_size = input_size
-        self.mean = tuple(mean)
-        self.std = tuple(std)
         self._net = cv2.dnn.readNetFromONNX(str(self.path))
         self._lock = threading.Lock()  # a cv2.dnn.Net holds its input and buffers: one forward at a time
 
-    def __repr__(self) -> str:
-        return f"OnnxEncoder(name={self.name!r}, dim={self.dim}, stride={self.stride}, input_size={self.input_size})"
-
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """RGB image -> normalised (1, 3, h*stride, w*stride) float32 array, exactly as the torch encoder's."""
-        return preprocess_array(image, input_size=self.input_size, stride=self.stride, mean=self.mean, std=self.std)
+        return self.preprocess_array(image)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """(1, 3, H, W) float32 -> (1, C, H/stride, W/stride) float32."""

@@ -6,15 +6,14 @@ against. Kept apart from `base` so that importing the feature-map code does not 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from PIL import Image
 
 from focuskit.core.image import load_image
-from focuskit.models.encoders.base import FeatureMap, preprocess_array
+from focuskit.models.encoders.base import FeatureMap, GridEncoder
 
 
-class TorchEncoder:
+class TorchEncoder(GridEncoder):
     """A torch module that maps a normalised (1, 3, H, W) batch to a (1, C, H/stride, W/stride) map.
 
     Subclasses build `module`; this class resizes (longer side to `input_size`, sides rounded to stride multiples,
@@ -32,26 +31,12 @@ class TorchEncoder:
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
     ) -> None:
-        if input_size < stride:
-            raise ValueError(f"input_size must be at least the stride ({stride}), got {input_size}")
+        super().__init__(name=name, dim=dim, stride=stride, input_size=input_size, mean=mean, std=std)
         self.module = module.eval()
-        self.name = name
-        self.dim = dim
-        self.stride = stride
-        self.input_size = input_size
-        self.mean = tuple(mean)
-        self.std = tuple(std)
-
-    def __repr__(self) -> str:
-        cls = type(self).__name__
-        return f"{cls}(name={self.name!r}, dim={self.dim}, stride={self.stride}, input_size={self.input_size})"
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB image -> normalised (1, 3, h*stride, w*stride) float tensor (`base.preprocess_array`)."""
-        arr: np.ndarray = preprocess_array(
-            image, input_size=self.input_size, stride=self.stride, mean=self.mean, std=self.std
-        )
-        return torch.from_numpy(arr)
+        return torch.from_numpy(self.preprocess_array(image))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(1, 3, H, W) -> (1, C, H/stride, W/stride). Subclasses with non-convolutional outputs override this."""
