@@ -31,14 +31,13 @@ def parse_stage(text: str) -> tuple[str, float, int]:
 
 def plot_experiments(path: Path, names: list[str]) -> Path:
     """Held-out pick rate (full and clean-support episodes) vs instance-SFT steps for the experiments `names`."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from focuskit.core.io import atomic_write_bytes
+    from focuskit.core.io import atomic_write_figure
 
     runs = json.loads(RESULTS.read_text())["runs"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -57,11 +56,7 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
     ax.set_ylabel("held-out target pick % (k=4)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return atomic_write_figure(path, fig, dpi=110)
 
 
 def main() -> None:

@@ -7,14 +7,13 @@ per-seed mean differences (the spread from training randomness; with 3 seeds a r
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from focuskit.core.io import atomic_write_bytes
+from focuskit.core.io import atomic_write_figure
 
 LABELS = {
     "base": "base (locate-pretrained, no instance training)",
@@ -153,8 +152,4 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         axes[1].legend()
     axes[1].set_title("held-out, SFT row")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return atomic_write_figure(path, fig, dpi=110)

@@ -34,7 +34,7 @@ from PIL import Image
 from focuskit.core.box import Box
 from focuskit.core.episode import Episode, open_image
 from focuskit.core.errors import ConfigError, ModelError
-from focuskit.core.io import atomic_write_bytes, atomic_write_json
+from focuskit.core.io import atomic_write_bytes, atomic_write_json, figure_png
 from focuskit.models.vlms.encoding import IGNORE_INDEX, encode_episode, image_token_runs
 from focuskit.models.vlms.factory import VLMBundle
 from focuskit.models.vlms.families import family_spec
@@ -336,10 +336,7 @@ def shares_figure(report: AttentionReport) -> bytes:
     ax2.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"{report.episode_id}: answer {report.answer[:60]!r} ({report.answer_source})", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=110)
 
 
 def write_report(report: AttentionReport, episode: Episode, out_dir: str | Path, *, min_side: int = 384) -> list[Path]:

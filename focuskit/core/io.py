@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import os
 import tempfile
@@ -84,6 +85,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def figure_png(fig: Any, *, dpi: float | None = None) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed (open figures pile up in pyplot's registry)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def atomic_write_figure(path: str | Path, fig: Any, *, dpi: float | None = None) -> Path:
+    """Save a matplotlib figure as a PNG file atomically (`figure_png`, then `atomic_write_bytes`)."""
+    atomic_write_bytes(path, figure_png(fig, dpi=dpi))
+    return Path(path)
 
 
 # --- output paths, checked before the work starts ----------------------------------------------------------

@@ -3,7 +3,6 @@ objects per image (`plot_statistics`), for `focuskit data episodes --stats`."""
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from focuskit.core.io import atomic_write_bytes
+from focuskit.core.io import atomic_write_figure
 from focuskit.data.sequences import DataReport
 
 
@@ -100,6 +99,4 @@ def plot_statistics(stats: EpisodeStats, path: str | Path) -> None:
     for ax in (ax_size, ax_obj):
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)

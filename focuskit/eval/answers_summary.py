@@ -3,12 +3,11 @@ table rows (`summary_rows`) and as a grouped bar chart (`plot_summary`)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from focuskit.core.io import atomic_write_bytes
+from focuskit.core.io import atomic_write_figure
 from focuskit.eval.answers_scoring import wilson_interval
 
 METRIC_NAMES = {"choice": "multiple-choice accuracy", "open": "open-ended accuracy (judge: yes)",
@@ -104,11 +103,7 @@ def plot_summary(summary: dict[str, Any], modes: Sequence[str], path: str | Path
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return atomic_write_figure(path, fig)
 
 
 __all__ = ["METRIC_NAMES", "plot_summary", "summarize", "summary_rows"]

@@ -20,7 +20,6 @@ plot), are then cheap. Datasets without negatives (MyVLM, Yo'LLaVA) use the othe
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from focuskit.core.errors import DatasetError
-from focuskit.core.io import atomic_write_bytes
+from focuskit.core.io import atomic_write_figure
 from focuskit.data.concept_set import ConceptDataset
 
 CROSS_SPLIT = "other-concepts"
@@ -195,11 +194,7 @@ def plot_sweep(sweep: Sequence[RecognitionMetrics], path: str | Path, *, chosen:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return atomic_write_figure(path, fig)
 
 
 def load_multi_items(path: str | Path) -> list[MultiItem]:
