@@ -143,6 +143,9 @@ def test_backend_choice(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("FOCUSKIT_ENCODER_BACKEND", "gpu")
         with pytest.raises(ConfigError, match="FOCUSKIT_ENCODER_BACKEND"):
             create_encoder("mobilenetv2")
+    # A command that enters the block (detect) is refused at once, before it opens anything.
+    with pytest.raises(ConfigError, match="FOCUSKIT_ENCODER_BACKEND must be one of"), use_encoder_backend("auto"):
+        pass
     monkeypatch.delenv("FOCUSKIT_ENCODER_BACKEND")
     assert encoder_backend() == "torch"
     with use_encoder_backend("onnx"), pytest.raises(ConfigError, match="layr"):

@@ -42,9 +42,11 @@ def encoder_backend() -> Backend:
 
 @contextmanager
 def use_encoder_backend(name: Backend) -> Iterator[None]:
-    """Build encoders with `name` inside the block (the environment variable still wins)."""
+    """Build encoders with `name` inside the block (the environment variable still wins, and is checked here, so a
+    misspelt value is refused before any work rather than when the first encoder is built)."""
     token = _backend.set(_checked(name, "encoder backend"))
     try:
+        encoder_backend()
         yield
     finally:
         _backend.reset(token)
