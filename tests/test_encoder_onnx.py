@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from focuskit.core.errors import ConfigError, ModelError
-from focuskit.models.encoders import create_encoder, encoder_backend, use_encoder_backend
+from focuskit.models.encoders import create_encoder, encoder_backend, onnx_runtime, use_encoder_backend
 from focuskit.models.encoders.base import FeatureMap
 from focuskit.models.encoders.mobilenetv2 import MobileNetV2Encoder
 from focuskit.models.encoders.onnx_runtime import OnnxEncoder, mobilenetv2_onnx_path, onnx_mobilenetv2
@@ -160,7 +160,10 @@ def test_failed_export_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("FOCUSKIT_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("FOCUSKIT_ENCODER_BACKEND", raising=False)
 
+    calls = []
+
     def broken(layer: str, target: Path, *, input_size: int = 448) -> None:
+        calls.append(layer)
         target.write_bytes(b"partial")
         raise RuntimeError("Module onnx is not installed!")
 
@@ -170,4 +173,13 @@ def test_failed_export_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.M
     assert isinstance(encoder, MobileNetV2Encoder) and encoder.name == "mobilenetv2"
     with use_encoder_backend("onnx"), pytest.raises(ModelError, match="onnx is not installed"):
         create_encoder("mobilenetv2")
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    # Nothing half-written is left; the failure is remembered (with the packages it happened with)...
+    assert [p.name.endswith(".onnx.failed") for p in tmp_path.rglob("*") if p.is_file()] == [True]
+    tried = len(calls)
+    with use_encoder_backend("auto"), pytest.warns(RuntimeWarning, match="to retry"):
+        assert isinstance(create_encoder("mobilenetv2"), MobileNetV2Encoder)
+    assert len(calls) == tried  # ...so the next run does not pay the export again
+    monkeypatch.setattr(onnx_runtime, "_export_packages", lambda: {"onnx": "1.99"})  # a package was installed
+    with use_encoder_backend("auto"), pytest.warns(RuntimeWarning, match="using torch"):
+        create_encoder("mobilenetv2")
+    assert len(calls) == tried + 1

@@ -18,7 +18,10 @@ encoder tag, the same detections. Any failure to export, load or check falls bac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.metadata
+import json
 import threading
 import warnings
 from pathlib import Path
@@ -30,7 +33,7 @@ from PIL import Image
 from focuskit.core.cache import cache_dir
 from focuskit.core.errors import ModelError
 from focuskit.core.image import load_image
-from focuskit.core.io import atomic_write_with
+from focuskit.core.io import atomic_write_json, atomic_write_with
 from focuskit.models.encoders.base import FeatureMap, GridEncoder
 from focuskit.models.encoders.mobilenetv2_spec import (
     IMAGENET_MEAN,
@@ -144,8 +147,10 @@ def onnx_mobilenetv2(
     """The packaged MobileNetV2 at `layer` on the ONNX runtime, exporting it first if the cache lacks it.
 
     Takes `MobileNetV2Encoder`'s options. None (after one warning) when the ONNX runtime cannot be had, so the
-    caller uses torch; `required=True` raises `ModelError` instead. Random weights (`pretrained=False`) always
-    return None: an export would fix one random draw, and nothing that needs speed uses them.
+    caller uses torch; `required=True` raises `ModelError` instead. A failed export is remembered beside the cache
+    file with the versions of the packages it needs, so later runs skip it until one of them changes. Random
+    weights (`pretrained=False`) always return None: an export would fix one random draw, and nothing that needs
+    speed uses them.
     """
     stride, dim = check_layer(layer)
     if input_size < stride:
@@ -156,6 +161,11 @@ def onnx_mobilenetv2(
         return None
     path = mobilenetv2_onnx_path(layer)  # ModelError here (weights package missing) is the user's to see
     options = {"name": encoder_name(layer), "dim": dim, "stride": stride, "input_size": input_size}
+    failed = path.with_name(path.name + ".failed")
+    remembered = _failed_export(failed)
+    if remembered is not None and not required:
+        warnings.warn(f"{remembered}; using torch (delete {failed} to retry)", RuntimeWarning, stacklevel=2)
+        return None
     try:
         if path.is_file():
             try:
@@ -168,5 +178,31 @@ def onnx_mobilenetv2(
         message = f"cannot use the ONNX runtime for mobilenetv2 {layer} ({type(exc).__name__}: {exc})"
         if required:
             raise ModelError(message) from None
+        with contextlib.suppress(OSError):  # remembered, so later runs with the same packages skip the export
+            atomic_write_json(failed, {"message": message, "packages": _export_packages()})
         warnings.warn(f"{message}; using torch", RuntimeWarning, stacklevel=2)
+        return None
+
+
+EXPORT_PACKAGES = ("torch", "onnx", "onnxscript", "opencv-python-headless", "opencv-python")
+
+
+def _export_packages() -> dict[str, str | None]:
+    """Installed versions of what an export depends on (None: not installed), read without importing them."""
+    out: dict[str, str | None] = {}
+    for name in EXPORT_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _failed_export(marker: Path) -> str | None:
+    """The message of an export that failed with the packages installed now, or None (no failure remembered, or
+    the packages changed since: installing onnx, say, makes the next run try again)."""
+    try:
+        data = json.loads(marker.read_text())
+        return str(data["message"]) if data.get("packages") == _export_packages() else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
