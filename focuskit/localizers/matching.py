@@ -15,7 +15,8 @@ The engine is the shared `RegionMatcher` (focuskit/matcher) plus two things only
 The best candidate wins; when its score is below `tau`, the answer is "not present". When it is found, its edges
 are refined while the score rises (`refine_top`, `focuskit.matcher.refine`): proposals are often on the right
 object but loose, and any box can be scored for one pooling. Presence is decided before refinement, so it never
-turns an absent answer into a found one; `detect` and library search answer the unrefined proposal.
+turns an absent answer into a found one. `detect` refines its boxes the same way; library search answers the
+stored, unrefined proposal.
 
 Support embeddings are cached by image identity and box, so a stream of queries against the same supports pays for
 the supports once.

@@ -180,7 +180,9 @@ class ConceptDetector:
         scores = np.array(dets.scores, dtype=np.float32)
         views: dict[str, np.ndarray] = {}
         for i, name in enumerate(dets.names):
-            v = views.setdefault(name, self.memory.view_embeddings(name)[0])
+            if name not in views:  # one read per concept, not per box
+                views[name] = self.memory.view_embeddings(name)[0]
+            v = views[name]
             fit = lambda b, v=v: (self.matcher.embed_regions(fmap, b) @ v.T).max(1)  # noqa: E731
             _, boxes[i], scores[i] = refine_best(
                 boxes[i : i + 1], scores[i : i + 1], fit, img.size, top=1, steps=cfg.refine_steps,
