@@ -19,11 +19,7 @@ import numpy as np
 from PIL import Image
 
 from focuskit.core.errors import ImageError
-from focuskit.core.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaKind, media_kind
-
-IMAGE_EXTENSIONS = frozenset(IMAGE_SUFFIXES)
-VIDEO_EXTENSIONS = frozenset(VIDEO_SUFFIXES)
-"""The names these sets had here; the one table is `focuskit.core.media` (shared with the CLI)."""
+from focuskit.core.media import MediaKind, media_kind
 
 
 @dataclass(frozen=True)
