@@ -225,3 +225,47 @@ def test_saved_features_are_reused_without_running_the_cnn(bundle: VLMBundle, tm
     finally:
         clear_shared_features()
         tower.clear_cache()
+
+
+def test_split_layout_keeps_position_out_of_the_content_dimensions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """position_dims > 0: the last n dimensions say where a token is and nothing else, the others what it shows."""
+    b = build_cnn_vlm(CNNVLMConfig(num_layers=1, max_pixels=112 * 112, projector="linear", position_dims=18))
+    tower = vision_tower(b.model)
+    feats = torch.randn(16, 96, generator=torch.Generator().manual_seed(0))
+    pixels, grid = _pixels(b, [_image(5, (112, 112))])
+    outs = []
+    for scale in (1.0, 3.0):
+        monkeypatch.setattr(tower, "cnn_features", lambda image, grid_hw, s=scale: feats * s + s)
+        with torch.no_grad():
+            outs.append(tower(pixels, grid).pooler_output)
+    assert outs[0].shape == (16, 64)
+    assert torch.allclose(outs[0][:, 46:], outs[1][:, 46:])  # other content, same position dimensions
+    assert not torch.allclose(outs[0][:, :46], outs[0][:1, :46].expand(16, -1))
+    # LayerNorm then orthonormal rows: a per-token affine change of the features does not move the content either
+    assert torch.allclose(outs[0][:, :46], outs[1][:, :46], atol=1e-4)
+    weight = tower.projector[1].weight
+    assert torch.allclose(weight @ weight.T, torch.eye(46), atol=1e-5)
+
+
+def test_frozen_projector_gets_no_gradient_even_after_a_save_load_round_trip(tmp_path: Path) -> None:
+    """`from_pretrained` returns every parameter trainable; the freeze must survive it, or training would move it."""
+    config = CNNVLMConfig(num_layers=1, max_pixels=112 * 112, projector="linear", freeze_projector=True,
+                          position_dims=18)  # fmt: skip
+    loaded = load_vlm(build_cnn_vlm(config).save(tmp_path / "m"), dtype="float32")
+    tower = vision_tower(loaded.model)
+    pixels, grid = _pixels(loaded, [_image(3, (112, 112))])
+    assert not tower(pixels, grid).pooler_output.requires_grad  # nothing upstream of the LM to train
+    assert all(p.grad is None for p in tower.parameters())
+    trainable = build_cnn_vlm(CNNVLMConfig(num_layers=1, max_pixels=112 * 112, projector="linear"))
+    t2 = vision_tower(trainable.model)
+    t2(*_pixels(trainable, [_image(3, (112, 112))])).pooler_output.sum().backward()
+    assert t2.projector[1].weight.grad is not None
+
+
+def test_layout_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="projector"):
+        CNNVLMConfig(projector="transformer")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="position_dims"):
+        CNNVLMConfig(position_dims=64)
+    with pytest.raises(ConfigError, match="position_dims"):
+        CNNVLMConfig(position_dims=8, position_embedding=False)

@@ -33,6 +33,7 @@ runs (a process-wide store consulted on a miss), so an ablation of many runs pay
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from collections import OrderedDict
@@ -50,6 +51,7 @@ from focuskit.models.vlms.tiny import TinyVLMConfig, _model_config, build_tiny_p
 
 MODEL_TYPE = "qwen2_vl_cnn"
 Backbone = Literal["mobilenetv2", "efficientnet_lite0"]
+Projector = Literal["mlp", "linear"]
 _POS_FREQS = (0.5, 1.0, 2.0, 4.0)
 _BACKBONES: dict[str, dict[str, Any]] = {
     # channels at stride 16, and the normalisation the ImageNet weights were trained with
@@ -72,6 +74,16 @@ class CNNVLMConfig(TinyVLMConfig):
     projector_hidden: int = 256
     cache_size: int = 20000
     """Pooled CNN features kept in memory, one entry per distinct image (0 disables the cache)."""
+    projector: Projector = "mlp"
+    """"mlp": LayerNorm, Linear, GELU, Linear (trainable). "linear": LayerNorm then one Linear with orthonormal rows
+    (a random orthogonal projection; an isometry when `hidden_size - position_dims` >= the CNN's channels): with
+    `freeze_projector` the language model sees the ImageNet features' own geometry, which a trainable projector
+    trained on "find the object" first was measured to lose (docs/toy_ablation.md, the token oracle)."""
+    freeze_projector: bool = False
+    """Keep the projector and position embedding at their (seeded) initial weights during training."""
+    position_dims: int = 0
+    """0: the position embedding is added to every dimension of a visual token. n > 0: the last n dimensions carry the
+    position only and the projector writes the others, so where a token is cannot drown what it shows."""
     position_embedding: bool = True
     """Add a trainable embedding of each token's normalised (x, y) centre to the projector output. Qwen2-VL's ViT
     (2-D RoPE inside the tower) hands the language model tokens that know where in the image they are; pooled CNN
@@ -86,6 +98,12 @@ class CNNVLMConfig(TinyVLMConfig):
             raise ConfigError(f"backbone must be one of {sorted(_BACKBONES)}, got {self.backbone!r}")
         if self.cnn_scale <= 0:
             raise ConfigError(f"cnn_scale must be > 0, got {self.cnn_scale}")
+        if self.projector not in ("mlp", "linear"):
+            raise ConfigError(f"projector must be 'mlp' or 'linear', got {self.projector!r}")
+        if not 0 <= self.position_dims < self.hidden_size or (self.position_dims and not self.position_embedding):
+            raise ConfigError(
+                f"position_dims must be in [0, hidden_size) and needs position_embedding, got {self.position_dims}"
+            )
         if self.projector_hidden < 1 or self.cache_size < 0:
             raise ConfigError(
                 f"projector_hidden must be >= 1 and cache_size >= 0, got {self.projector_hidden}, {self.cache_size}"
@@ -140,6 +158,9 @@ class CNNVisionTower(nn.Module):
         cnn_scale: float,
         cache_size: int,
         position_embedding: bool = False,
+        projector: str = "mlp",
+        position_dims: int = 0,
+        freeze_projector: bool = False,
     ) -> None:
         super().__init__()
         spec = _BACKBONES[backbone]
@@ -158,15 +179,25 @@ class CNNVisionTower(nn.Module):
             for pm, ps, cm, cs in zip(processor_mean, processor_std, spec["mean"], spec["std"], strict=True)
         ]
         dim = spec["dim"]
-        self.projector = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, projector_hidden), nn.GELU(), nn.Linear(projector_hidden, hidden_size)
-        )
+        content = hidden_size - position_dims
+        if projector == "linear":
+            linear = nn.Linear(dim, content, bias=False)
+            nn.init.orthogonal_(linear.weight)
+            self.projector = nn.Sequential(nn.LayerNorm(dim), linear)
+        else:
+            self.projector = nn.Sequential(
+                nn.LayerNorm(dim), nn.Linear(dim, projector_hidden), nn.GELU(), nn.Linear(projector_hidden, content)
+            )
         # Fourier features of the token centre in [0, 1] image coordinates (the frame box text is written in)
+        self.position_dims = position_dims
         self.position = (
             nn.Sequential(nn.Linear(4 * len(_POS_FREQS) + 2, projector_hidden), nn.GELU(),
-                          nn.Linear(projector_hidden, hidden_size))
+                          nn.Linear(projector_hidden, position_dims or hidden_size))
             if position_embedding else None
         )  # fmt: skip
+        # Frozen by running under no_grad in `forward`: `from_pretrained` hands back every parameter with
+        # requires_grad=True, so a flag set here would not survive a save/load round trip.
+        self.freeze_projector = freeze_projector
         self._cache: OrderedDict[tuple[str, int, int], torch.Tensor] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -239,10 +270,12 @@ class CNNVisionTower(nn.Module):
             for img, (_, h, w) in zip(images, grid_thw.tolist(), strict=True)
         ]
         cnn = torch.cat(feats).to(device=self.device, dtype=self.dtype)
-        out = self.projector(cnn)
-        if self.position is not None:
-            grids = [(int(h) // m, int(w) // m) for _, h, w in grid_thw.tolist()]
-            out = out + self.position(_position_features(grids, self.device).to(self.dtype))
+        with torch.no_grad() if self.freeze_projector else contextlib.nullcontext():
+            out = self.projector(cnn)
+            if self.position is not None:
+                grids = [(int(h) // m, int(w) // m) for _, h, w in grid_thw.tolist()]
+                pos = self.position(_position_features(grids, self.device).to(self.dtype))
+                out = torch.cat([out, pos], dim=1) if self.position_dims else out + pos
         return BaseModelOutputWithPooling(last_hidden_state=cnn, pooler_output=out)
 
 
@@ -319,6 +352,8 @@ def _register() -> tuple[type, type]:
                 processor_mean=tuple(tower["processor_mean"]), processor_std=tuple(tower["processor_std"]),
                 cnn_scale=tower["cnn_scale"], cache_size=tower["cache_size"],
                 position_embedding=tower.get("position_embedding", False),
+                projector=tower.get("projector", "mlp"), position_dims=tower.get("position_dims", 0),
+                freeze_projector=tower.get("freeze_projector", False),
             )  # fmt: skip
 
     Qwen2VLCNNConfig.__name__ = Qwen2VLCNNConfig.__qualname__ = "Qwen2VLCNNConfig"
@@ -347,6 +382,9 @@ def build_cnn_vlm(config: CNNVLMConfig | None = None, *, attn_implementation: st
         "cnn_scale": config.cnn_scale,
         "cache_size": config.cache_size,
         "position_embedding": config.position_embedding,
+        "projector": config.projector,
+        "position_dims": config.position_dims,
+        "freeze_projector": config.freeze_projector,
         "focuskit_config": asdict(config),
     }
     for key in ("model_type", "architectures", "transformers_version"):
