@@ -40,11 +40,16 @@ def _init_worker(threads: int, features: str) -> None:
         load_features(features)
 
 
-def _eval(model: str, eval_file: str, shots: tuple[int, ...]) -> dict[str, Any]:
-    from benchmarks.toy.metrics import evaluate_fast
+def _eval(model: str, eval_file: str, shots: tuple[int, ...], explain: int = 0) -> dict[str, Any]:
+    """Held-out metrics of `model`, plus the mean attention shares of its answers on `explain` episodes."""
+    from benchmarks.toy.metrics import attention_shares, evaluate_fast
     from focuskit.data.episodes_jsonl import load_episodes
 
-    return evaluate_fast(model, load_episodes(Path(eval_file)), shots)
+    episodes = load_episodes(Path(eval_file))
+    row = evaluate_fast(model, episodes, shots)
+    if explain:
+        row["attention_shares"] = attention_shares(model, episodes, explain)
+    return row
 
 
 def attention_k(preset: Preset) -> int:
@@ -73,7 +78,7 @@ def job_sft(name: str, base: str, data: str, eval_file: str, out: str, preset: P
     stage = Stage(data, preset.sft_steps, preset.sft_lr, preset.batch_size, attention_settings(name, preset),
                   seed=seed, extra=extra, bf16=preset.bf16)  # fmt: skip
     row = sft_stage(base, stage, Path(out))
-    row.update(name=name, seed=seed, **_eval(row["model"], eval_file, preset.shots))
+    row.update(name=name, seed=seed, **_eval(row["model"], eval_file, preset.shots, preset.explain_episodes))
     if curve:
         points = []
         for ckpt in sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
@@ -87,13 +92,13 @@ def job_grpo(name: str, start: str, data: str, eval_file: str, out: str, preset:
     from benchmarks.toy.recipe import grpo_stage
 
     row = grpo_stage(start, data, Path(out), steps=preset.grpo_steps, lr=preset.grpo_lr, seed=seed)
-    row.update(name=name, seed=seed, **_eval(row["model"], eval_file, preset.shots))
+    row.update(name=name, seed=seed, **_eval(row["model"], eval_file, preset.shots, preset.explain_episodes))
     return row
 
 
 def job_eval(name: str, model: str, eval_file: str, preset: Preset, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    row = {"name": name, "seed": seed, "model": model, **_eval(model, eval_file, preset.shots)}
+    row = {"name": name, "seed": seed, "model": model, **_eval(model, eval_file, preset.shots, preset.explain_episodes)}
     row["seconds"] = time.perf_counter() - t0
     return row
 

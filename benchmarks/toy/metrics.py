@@ -145,3 +145,14 @@ def evaluate_fast(
         total += len(preds)
     row["parsed"] = parsed / max(1, total)
     return row
+
+
+def attention_shares(model_dir: Path | str, episodes: Sequence[Episode], n: int) -> dict[str, float]:
+    """Mean `focuskit explain` shares of the answer tokens' attention (query image, support images, support boxes,
+    other) over the first `n` episodes at their full k, on the model's own greedy answers; eager attention."""
+    from focuskit.analysis.attention import SEGMENTS, explain_episode
+    from focuskit.models.vlms.factory import load_vlm
+
+    bundle = load_vlm(model_dir, dtype="float32", attn_implementation="eager")
+    reports = [explain_episode(bundle, ep, answer="generated", layers="all") for ep in list(episodes)[:n]]
+    return {name: statistics.fmean(r.shares[name] for r in reports) for name in SEGMENTS} if reports else {}

@@ -70,18 +70,20 @@ SMALL = {
 DATA: dict[str, Any] = {"groups": ("color", "pattern", "pattern_color"), "alone": 3, "clean_rate": 0.75}
 
 QUICK = Preset(
-    name="quick", model=SMALL, pre_instances=300, pre_steps=600, train_instances=700, sft_steps=1000,
+    name="quick", model=SMALL, pre_instances=300, pre_steps=600, train_instances=700, sft_steps=800,
     eval_episodes=150, grpo_steps=0, rows=("sft",), shots=(4,), curve_points=2, **DATA,
 )  # fmt: skip
 """Run E's data and sizes of docs/toy_ablation.md in one SFT stage (75% clean-support episodes)."""
 
 FULL = Preset(
-    name="full", model=SMALL, pre_instances=300, pre_steps=600, train_instances=1200, sft_steps=1000,
-    eval_episodes=200, grpo_steps=40, seeds=(0, 1, 2), **DATA,
+    name="full", model=SMALL, pre_instances=300, pre_steps=600, train_instances=1200, sft_steps=500,
+    eval_episodes=150, grpo_steps=30, seeds=(0, 1, 2), **DATA,
     rows=("sft", "sft_attn_first5", "sft_attn_last5", "sft_attn_all", "grpo", "sft_grpo", "sft_attn_first5_grpo"),
     grid=PAPER_GRID,
     curve_points=4, explain_episodes=20,
 )  # fmt: skip
+"""21 SFT jobs (4 rows x 3 seeds + the 9-cell grid) and 9 GRPO jobs on 2 cores: 500 SFT steps each is what fits in
+60 minutes (run E's 1000-step stage alone took 216 s on one core, plus evaluation at k = 1, 2, 4)."""
 
 GPU = Preset(
     name="gpu",
@@ -100,7 +102,7 @@ PRESETS = {p.name: p for p in (QUICK, FULL, GPU)}
 SMOKE = Preset(
     name="smoke", model={**SMALL, "num_layers": 2}, pre_instances=6, pre_steps=3, train_instances=8, sft_steps=4,
     eval_episodes=8, grpo_steps=2, seeds=(0, 1), rows=("sft", "sft_attn_first5", "sft_grpo"), grid=((0.05, 0.25),),
-    curve_points=2, batch_size=2, groups=DATA["groups"], alone=1, clean_rate=0.5,
+    curve_points=2, batch_size=2, groups=DATA["groups"], alone=1, clean_rate=0.5, explain_episodes=2,
 )  # fmt: skip
 """Seconds-scale run of every code path (tests and `--smoke`); its numbers mean nothing."""
 

@@ -49,8 +49,10 @@ def summarize(rows: list[dict[str, Any]], shots: tuple[int, ...]) -> dict[str, d
     kmax = max(shots)
     for name, runs in by_name(rows).items():
         s: dict[str, Any] = {"seeds": sorted(r["seed"] for r in runs)}
-        for key in ("miou", "pick_rate", "area_ratio"):
-            s[key] = {k: statistics.fmean(_k(r[key], k) for r in runs) for k in shots}
+        for key in ("miou", "pick_rate", "area_ratio", "iou_any"):
+            s[key] = {k: statistics.fmean(_k(r.get(key, r["miou"]), k) for r in runs) for k in shots}
+        shares = [r["attention_shares"] for r in runs if r.get("attention_shares")]
+        s["attention_shares"] = {n: statistics.fmean(x[n] for x in shares) for n in shares[0]} if shares else {}
         picks = [_k(r["pick_rate"], kmax) for r in runs]
         s["pick_seed_se"] = statistics.stdev(picks) / math.sqrt(len(picks)) if len(picks) > 1 else math.nan
         s["mean_miou"] = statistics.fmean(s["miou"].values())
@@ -97,8 +99,9 @@ def markdown(result: dict[str, Any]) -> str:
     kmax = max(shots)
     summary = summarize(result["rows"], shots)
     head = ("| row | seeds | " + " | ".join(f"mIoU k={k}" for k in shots)
-            + f" | target picked (k={kmax}) | box area / truth | train+eval s |\n|---|---:|"
-            + "---:|" * (len(shots) + 3))  # fmt: skip
+            + f" | target picked (k={kmax}) | IoU either object | box area / truth"
+            + " | attention: query / support boxes / support images | train+eval s |\n|---|---:|"
+            + "---:|" * (len(shots) + 5))  # fmt: skip
     lines = [head]
     order = list(LABELS) + sorted(n for n in summary if n not in LABELS)
     for name in order:
@@ -107,7 +110,11 @@ def markdown(result: dict[str, Any]) -> str:
         s = summary[name]
         se = f" ± {100 * s['pick_seed_se']:.1f}" if not math.isnan(s["pick_seed_se"]) else ""
         cells = [f"{100 * s['miou'][k]:.1f}" for k in shots]
-        cells += [f"{100 * s['pick_rate'][kmax]:.1f}%{se}", f"{s['area_ratio'][kmax]:.2f}", f"{s['train_seconds']:.0f}"]
+        a = s["attention_shares"]
+        parts = ("query_image", "support_boxes", "support_images")
+        attn = " / ".join(f"{100 * a[n]:.0f}%" for n in parts) if a else "-"
+        cells += [f"{100 * s['pick_rate'][kmax]:.1f}%{se}", f"{100 * s['iou_any'][kmax]:.1f}",
+                  f"{s['area_ratio'][kmax]:.2f}", attn, f"{s['train_seconds']:.0f}"]  # fmt: skip
         lines.append(f"| {LABELS.get(name, name)} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     diff_lines = ["| A - B | mIoU (points, mean over k) | pick rate (points) | seeds |", "|---|---:|---:|---:|"]
     names = set(summary)
