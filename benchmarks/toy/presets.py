@@ -76,14 +76,14 @@ QUICK = Preset(
 """Run E's data and sizes of docs/toy_ablation.md in one SFT stage (75% clean-support episodes)."""
 
 FULL = Preset(
-    name="full", model=SMALL, pre_instances=300, pre_steps=600, train_instances=1200, sft_steps=500,
-    eval_episodes=150, grpo_steps=30, seeds=(0, 1, 2), **DATA,
+    name="full", model=SMALL, pre_instances=300, pre_steps=600, train_instances=1200, sft_steps=600,
+    eval_episodes=200, grpo_steps=30, seeds=(0, 1, 2), **DATA,
     rows=("sft", "sft_attn_first5", "sft_attn_last5", "sft_attn_all", "grpo", "sft_grpo", "sft_attn_first5_grpo"),
     grid=PAPER_GRID,
     curve_points=4, explain_episodes=20,
 )  # fmt: skip
-"""21 SFT jobs (4 rows x 3 seeds + the 9-cell grid) and 9 GRPO jobs on 2 cores: 500 SFT steps each is what fits in
-60 minutes (run E's 1000-step stage alone took 216 s on one core, plus evaluation at k = 1, 2, 4)."""
+"""21 SFT jobs (4 rows x 3 seeds + the 9-cell grid) and 9 GRPO jobs on 2 cores: 600 SFT steps each is what fits in
+60 minutes with room for a loaded machine (`--quick`'s 800-step row took 131 s with its evaluation at k = 4)."""
 
 GPU = Preset(
     name="gpu",
