@@ -45,6 +45,9 @@ def real_photos(model: Path) -> dict[str, object]:
     if not (model / "config.json").is_file():
         _fail(f"{model} is not a checkpoint directory (no config.json); make one with --train-only --save DIR")
     out: dict[str, object] = {"episodes": str(realphotos_episodes())}
+    recipe = model / "toy_recipe.json"
+    if recipe.is_file():  # what was trained, and its held-out synthetic figures, next to its real-photo ones
+        out["recipe"] = json.loads(recipe.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         for engine, extra in (("vlm", ["--model", str(model)]), ("matching", [])):
             path = Path(tmp) / f"{engine}.json"

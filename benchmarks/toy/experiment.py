@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--locate-steps", type=int, default=800)
+    parser.add_argument("--objects", type=int, default=2, help="objects per frame: target + look-alikes")
     parser.add_argument("--train-instances", type=int, default=1200)
     parser.add_argument("--eval-instances", type=int, default=300)
     parser.add_argument("--stages", nargs="+", default=["clean:800", "mix0.75:1600"])
@@ -87,6 +88,7 @@ def main() -> None:
     from benchmarks.toy.pool import VISIBLE_GROUPS, render_pool, sample_episodes, write_pool_episodes
     from benchmarks.toy.presets import SMALL
     from benchmarks.toy.recipe import Stage, build_base, precompute_features, sft_stage
+    from focuskit.core.io import atomic_write_json
     from focuskit.data.synth import SynthConfig
     from focuskit.models.vlms.cnn_qwen2_vl import load_features
 
@@ -98,13 +100,13 @@ def main() -> None:
     common = {"image_size": s, "backgrounds": ("gradient",), "min_scale": 0.25, "max_scale": 0.45}
     root = args.workdir / "data"
     pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", 300, 5)
-    train = render_pool(SynthConfig(objects=2, seed=102, **common), root / "train", args.train_instances, 6,
+    train = render_pool(SynthConfig(objects=args.objects, seed=102, **common), root / "train", args.train_instances, 6,
                         alone=3, groups=groups)  # fmt: skip
-    held = render_pool(SynthConfig(objects=2, seed=103, **common), root / "eval", args.eval_instances, 5,
+    held = render_pool(SynthConfig(objects=args.objects, seed=103, **common), root / "eval", args.eval_instances, 5,
                        alone=4, groups=groups)  # fmt: skip
-    # both objects of every held-out instance as the target, same frames: position-balanced (see sample_episodes)
+    # every object of every held-out instance as the target, same frames: position-balanced (see sample_episodes)
     heldout, clean_held = [], []
-    for role in (0, 1):
+    for role in range(args.objects):
         heldout += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"heldout{role}",
                                    distinct=True, role=role)  # fmt: skip
         clean_held += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"clean{role}",
@@ -133,6 +135,7 @@ def main() -> None:
         (args.workdir / "reeval.json").write_text(json.dumps(out, indent=1))
         return
     record: dict[str, Any] = {"model": f"{args.layers}x{args.hidden}", "image_size": s, "cnn_scale": args.cnn_scale,
+                              "objects": args.objects,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip
     attention = json.loads(args.attention) if args.attention else None
@@ -190,7 +193,7 @@ def main() -> None:
     record["seconds"] = time.perf_counter() - t0
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
     data["runs"][args.name] = record
-    RESULTS.write_text(json.dumps(data, indent=1))
+    atomic_write_json(RESULTS, data, indent=1)
     print(f"final {args.name}: {record['final']} in {record['seconds']:.0f}s", flush=True)
 
 

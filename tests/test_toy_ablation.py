@@ -1,0 +1,76 @@
+"""`benchmarks/toy_ablation.py` end to end at smoke size: the report a user reads, and the checkpoint `--train-only
+--save` writes, which `focuskit eval --engine vlm` must load like any other. The numbers are noise at this size;
+what is checked is that every row, seed, column and file is there and consistent."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.toy.presets import SMOKE
+from benchmarks.toy_ablation import main as toy_main
+from focuskit.cli.main import app
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("toy_out")
+    toy_main(["--smoke", "--out", str(out), "--workdir", str(tmp_path_factory.mktemp("toy_work"))])
+    return out
+
+
+def test_smoke_report_has_every_row_seed_and_column(smoke_run: Path) -> None:
+    result = json.loads((smoke_run / "toy_ablation_smoke.json").read_text())
+    rows = result["rows"]
+    expected = {(name, seed) for name in SMOKE.rows for seed in SMOKE.seeds}
+    expected |= {(f"grid_l{lam}_m{m}", SMOKE.seeds[0]) for lam, m in SMOKE.grid}
+    assert {(r["name"], r["seed"]) for r in rows} == expected | {("base", 0)}
+    for r in rows:
+        for k in SMOKE.shots:
+            assert 0.0 <= r["pick_rate"][str(k)] <= 1.0 and 0.0 <= r["miou"][str(k)] <= 1.0
+            assert len(r["per_episode_iou"][str(k)]) == len(r["per_episode_pick"][str(k)]) > 0
+        shares = r["attention_shares"]  # focuskit explain's statistic, asked for on every row
+        assert set(shares) >= {"query_image", "support_boxes", "support_images"}
+        assert math.isclose(sum(shares.values()), 1.0, abs_tol=1e-3)
+        assert "model" not in r  # the report keeps figures, not paths into a deleted work directory
+    text = (smoke_run / "toy_ablation_smoke.md").read_text()
+    assert "+ SFT + Attn (first k)" in text and "grid_l0.05_m0.25" in text
+    assert "sft_attn_first5 - sft" in text and "sft_grpo - sft" in text  # paired differences
+    assert (smoke_run / "toy_ablation_smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_only_checkpoint_is_evaluated_by_focuskit_eval(tmp_path: Path) -> None:
+    engine, work = tmp_path / "engine", tmp_path / "work"
+    toy_main(["--smoke", "--train-only", "--save", str(engine), "--workdir", str(work)])
+    recipe = json.loads((engine / "toy_recipe.json").read_text())
+    assert recipe["preset"]["name"] == "smoke" and set(recipe["heldout"]["pick_rate"]) == {"1", "2", "4"}
+
+    episodes = work / "data" / "eval.jsonl"
+    out = tmp_path / "eval.json"
+    args = ["eval", "--engine", "vlm", "--model", str(engine), "--episodes", str(episodes), "--shots", "1",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())["summary"][0]
+    assert summary["episodes"] == len(episodes.read_text().splitlines())
+    assert 0.0 <= summary["miou"] <= 1.0
+
+
+def test_train_only_refuses_a_non_empty_save_directory_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exc:
+        toy_main(["--smoke", "--train-only", "--save", str(taken), "--workdir", str(tmp_path / "work")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("focuskit: error: --save")
+    assert not (tmp_path / "work").exists() and (taken / "keep.txt").read_text() == "mine"
