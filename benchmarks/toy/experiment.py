@@ -71,6 +71,17 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--locate-steps", type=int, default=800)
     parser.add_argument("--objects", type=int, default=2, help="objects per frame: target + look-alikes")
+    parser.add_argument(
+        "--mutations",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="attributes a look-alike changes (default: synth's 1-2; 3 3: easy look-alikes)",
+    )
+    parser.add_argument("--train-shots", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"))
+    parser.add_argument("--eval-shots", type=int, default=4, help="k of the held-out episodes")
+    parser.add_argument("--model-json", default="", help='CNNVLMConfig overrides, e.g. \'{"projector": "linear"}\'')
     parser.add_argument("--train-instances", type=int, default=1200)
     parser.add_argument("--eval-instances", type=int, default=300)
     parser.add_argument("--stages", nargs="+", default=["clean:800", "mix0.75:1600"])
@@ -95,9 +106,12 @@ def main() -> None:
     t0 = time.perf_counter()
     s = args.image_size
     model = {**SMALL, "num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": 2 * args.hidden,
-             "min_pixels": s * s, "max_pixels": s * s, "cnn_scale": args.cnn_scale}  # fmt: skip
+             "min_pixels": s * s, "max_pixels": s * s, "cnn_scale": args.cnn_scale,
+             **(json.loads(args.model_json) if args.model_json else {})}  # fmt: skip
     groups = VISIBLE_GROUPS if args.groups == "visible" else None
-    common = {"image_size": s, "backgrounds": ("gradient",), "min_scale": 0.25, "max_scale": 0.45}
+    common: dict[str, Any] = {"image_size": s, "backgrounds": ("gradient",), "min_scale": 0.25, "max_scale": 0.45}
+    if args.mutations:
+        common["mutations"] = tuple(args.mutations)
     root = args.workdir / "data"
     pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", 300, 5)
     train = render_pool(SynthConfig(objects=args.objects, seed=102, **common), root / "train", args.train_instances, 6,
@@ -105,11 +119,11 @@ def main() -> None:
     held = render_pool(SynthConfig(objects=args.objects, seed=103, **common), root / "eval", args.eval_instances, 5,
                        alone=4, groups=groups)  # fmt: skip
     # every object of every held-out instance as the target, same frames: position-balanced (see sample_episodes)
-    heldout, clean_held = [], []
+    heldout, clean_held, ek = [], [], args.eval_shots
     for role in range(args.objects):
-        heldout += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"heldout{role}",
+        heldout += sample_episodes(held, args.eval_instances, shots=(ek, ek), seed=3, prefix=f"heldout{role}",
                                    distinct=True, role=role)  # fmt: skip
-        clean_held += sample_episodes(held, args.eval_instances, shots=(4, 4), seed=3, prefix=f"clean{role}",
+        clean_held += sample_episodes(held, args.eval_instances, shots=(ek, ek), seed=3, prefix=f"clean{role}",
                                       distinct=True, clean_rate=1.0, role=role)  # fmt: skip
     print(f"data {time.perf_counter() - t0:.0f}s", flush=True)
     feats = args.workdir / "features.pt"
@@ -121,11 +135,12 @@ def main() -> None:
     load_features(feats)
 
     def ev(model_dir: str) -> dict[str, Any]:
-        full = evaluate_fast(model_dir, heldout, (4,))
-        clean = evaluate_fast(model_dir, clean_held, (4,))
-        return {"pick": full["pick_rate"][4], "miou": full["miou"][4], "area_ratio": full["area_ratio"][4],
-                "iou_any": full["iou_any"][4], "clean_pick": clean["pick_rate"][4], "clean_miou": clean["miou"][4],
-                "picks": full["per_episode_pick"][4], "ious": full["per_episode_iou"][4]}  # fmt: skip
+        full = evaluate_fast(model_dir, heldout, (ek,))
+        clean = evaluate_fast(model_dir, clean_held, (ek,))
+        return {"pick": full["pick_rate"][ek], "miou": full["miou"][ek], "area_ratio": full["area_ratio"][ek],
+                "iou_any": full["iou_any"][ek], "clean_pick": clean["pick_rate"][ek], "clean_miou": clean["miou"][ek],
+                "clean_iou_any": clean["iou_any"][ek], "picks": full["per_episode_pick"][ek],
+                "ious": full["per_episode_iou"][ek]}  # fmt: skip
 
     if args.reeval:
         out = {}
@@ -135,7 +150,8 @@ def main() -> None:
         (args.workdir / "reeval.json").write_text(json.dumps(out, indent=1))
         return
     record: dict[str, Any] = {"model": f"{args.layers}x{args.hidden}", "image_size": s, "cnn_scale": args.cnn_scale,
-                              "objects": args.objects,
+                              "objects": args.objects, "mutations": args.mutations, "eval_k": ek,
+                              "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip
     attention = json.loads(args.attention) if args.attention else None
@@ -158,7 +174,7 @@ def main() -> None:
     done = 0
     for i, text in enumerate(args.stages):
         kind, frac, steps = parse_stage(text)
-        eps = sample_episodes(train, steps * 8, shots=(1, 4), seed=10 + i, swap_roles=True,
+        eps = sample_episodes(train, steps * 8, shots=tuple(args.train_shots), seed=10 + i, swap_roles=True,
                               clean_rate=frac if kind in ("clean", "mix") else 0.0,
                               copy_rate=frac if kind == "copy" else 0.0)  # fmt: skip
         data = write_pool_episodes(eps, root / f"stage{i}.jsonl")
@@ -175,7 +191,8 @@ def main() -> None:
                 {"step": done + step, "pick": c["pick"], "miou": c["miou"], "clean_pick": c["clean_pick"]}
             )
             print(
-                f"  step {done + step}: pick {c['pick']:.3f} clean {c['clean_pick']:.3f} mIoU {c['miou']:.3f}",
+                f"  step {done + step}: pick {c['pick']:.3f} clean {c['clean_pick']:.3f} mIoU {c['miou']:.3f} "
+                f"clean IoU-any {c['clean_iou_any']:.3f}",
                 flush=True,
             )
         current = res["model"]

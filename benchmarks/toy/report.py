@@ -49,8 +49,9 @@ def summarize(rows: list[dict[str, Any]], shots: tuple[int, ...]) -> dict[str, d
     kmax = max(shots)
     for name, runs in by_name(rows).items():
         s: dict[str, Any] = {"seeds": sorted(r["seed"] for r in runs)}
-        for key in ("miou", "pick_rate", "area_ratio", "iou_any"):
-            s[key] = {k: statistics.fmean(_k(r.get(key, r["miou"]), k) for r in runs) for k in shots}
+        for key in ("miou", "pick_rate", "area_ratio", "iou_any"):  # a column some run lacks is nan ("-"), not guessed
+            have = all(key in r for r in runs)
+            s[key] = {k: statistics.fmean(_k(r[key], k) for r in runs) if have else math.nan for k in shots}
         shares = [r["attention_shares"] for r in runs if r.get("attention_shares")]
         s["attention_shares"] = {n: statistics.fmean(x[n] for x in shares) for n in shares[0]} if shares else {}
         picks = [_k(r["pick_rate"], kmax) for r in runs]
@@ -93,6 +94,10 @@ def paired(rows: list[dict[str, Any]], a: str, b: str, shots: tuple[int, ...], k
     return {"diff": statistics.fmean(diffs), "se": se, "seed_se": seed_se, "seeds": len(seeds), "episodes": n}
 
 
+def _percent(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.1f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     preset = result["preset"]
     shots = tuple(preset["shots"])
@@ -113,7 +118,7 @@ def markdown(result: dict[str, Any]) -> str:
         a = s["attention_shares"]
         parts = ("query_image", "support_boxes", "support_images")
         attn = " / ".join(f"{100 * a[n]:.0f}%" for n in parts) if a else "-"
-        cells += [f"{100 * s['pick_rate'][kmax]:.1f}%{se}", f"{100 * s['iou_any'][kmax]:.1f}",
+        cells += [f"{100 * s['pick_rate'][kmax]:.1f}%{se}", _percent(s["iou_any"][kmax]),
                   f"{s['area_ratio'][kmax]:.2f}", attn, f"{s['train_seconds']:.0f}"]  # fmt: skip
         lines.append(f"| {LABELS.get(name, name)} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     diff_lines = ["| A - B | mIoU (points, mean over k) | pick rate (points) | seeds |", "|---|---:|---:|---:|"]
