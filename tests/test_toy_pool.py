@@ -98,3 +98,16 @@ def test_fixed_roles_give_a_position_balanced_pair_on_the_same_frames(pool: list
         assert a.query_image == b.query_image and [s.image for s in a.supports] == [s.image for s in b.supports]
         assert a.meta["query_distractors"] == [b.query_box.as_list()]
         assert b.meta["query_distractors"] == [a.query_box.as_list()]
+
+
+def test_alone_scale_renders_solo_objects_at_their_own_size_and_leaves_shared_frames(tmp_path: Path) -> None:
+    config = SynthConfig(objects=2, seed=6, image_size=56, backgrounds=("gradient",), min_scale=0.2, max_scale=0.3)
+    small = render_pool(config, tmp_path / "small", instances=2, frames=3, alone=2)
+    large = render_pool(config, tmp_path / "large", instances=2, frames=3, alone=2, alone_scale=(0.6, 0.7))
+    for a, b in zip(small, large, strict=True):
+        assert [f.boxes for f in a.frames] == [f.boxes for f in b.frames]  # the two-object frames do not change
+        for solo in b.alone:
+            for f in solo:
+                (box,) = f.boxes
+                assert max(box.width, box.height) >= 0.5 * 56  # the object fills most of the frame
+        assert max(max(f.boxes[0].width, f.boxes[0].height) for s in a.alone for f in s) <= 0.4 * 56

@@ -79,6 +79,14 @@ def main() -> None:
         metavar=("MIN", "MAX"),
         help="attributes a look-alike changes (default: synth's 1-2; 3 3: easy look-alikes)",
     )
+    parser.add_argument(
+        "--alone-scale",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="size of the solo (clean-support) objects, e.g. 0.6 0.7: they fill the frame",
+    )
     parser.add_argument("--train-shots", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"))
     parser.add_argument("--eval-shots", type=int, default=4, help="k of the held-out episodes")
     parser.add_argument("--model-json", default="", help='CNNVLMConfig overrides, e.g. \'{"projector": "linear"}\'')
@@ -115,9 +123,9 @@ def main() -> None:
     root = args.workdir / "data"
     pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", 300, 5)
     train = render_pool(SynthConfig(objects=args.objects, seed=102, **common), root / "train", args.train_instances, 6,
-                        alone=3, groups=groups)  # fmt: skip
+                        alone=3, groups=groups, alone_scale=args.alone_scale)  # fmt: skip
     held = render_pool(SynthConfig(objects=args.objects, seed=103, **common), root / "eval", args.eval_instances, 5,
-                       alone=4, groups=groups)  # fmt: skip
+                       alone=4, groups=groups, alone_scale=args.alone_scale)  # fmt: skip
     # every object of every held-out instance as the target, same frames: position-balanced (see sample_episodes)
     heldout, clean_held, ek = [], [], args.eval_shots
     for role in range(args.objects):
@@ -151,6 +159,7 @@ def main() -> None:
         return
     record: dict[str, Any] = {"model": f"{args.layers}x{args.hidden}", "image_size": s, "cnn_scale": args.cnn_scale,
                               "objects": args.objects, "mutations": args.mutations, "eval_k": ek,
+                              "alone_scale": args.alone_scale,
                               "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip

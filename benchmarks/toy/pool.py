@@ -80,18 +80,24 @@ def render_pool(
     frames: int,
     alone: int = 0,
     groups: tuple[str, ...] | None = None,
+    alone_scale: tuple[float, float] | None = None,
 ) -> list[PoolInstance]:
     """Render `instances` targets (each with `config.objects - 1` look-alikes) in `frames` poses each, as PNGs.
 
     `groups`: the appearance attributes a look-alike may differ in (`mutate_within`; None: any of the five).
 
     `alone` > 0 also renders, per object, that many frames showing it without its look-alikes (own random stream,
-    so the shared frames do not change). `out_dir/pool.json` records the boxes; a later call with the same
-    arguments reuses the frames.
+    so the shared frames do not change). `alone_scale` (min, max side fraction) renders those solo objects at their
+    own size: large ones fill most of the frame, so pooling a whole support image already gives the object's
+    features (a diagnostic that removes "find the box's region" from the task). `out_dir/pool.json` records the
+    boxes; a later call with the same arguments reuses the frames.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     index = out_dir / "pool.json"
-    key = {"config": repr(config), "instances": instances, "frames": frames, "alone": alone, "groups": groups}
+    key = {"config": repr(config), "instances": instances, "frames": frames, "alone": alone, "groups": groups,
+           "alone_scale": alone_scale}  # fmt: skip
+    solo_config = config if alone_scale is None else replace(config, objects=1, min_scale=alone_scale[0],
+                                                             max_scale=alone_scale[1])  # fmt: skip
     if index.is_file():
         saved = json.loads(index.read_text())
         if saved["key"] == key:
@@ -125,7 +131,7 @@ def render_pool(
             for o, app in enumerate([target, *lookalikes]):
                 own = []
                 for j in range(alone):
-                    img, boxes = render_frame(config, shape, [app], rng_alone, backgrounds)
+                    img, boxes = render_frame(solo_config, shape, [app], rng_alone, backgrounds)
                     path = out_dir / f"s{config.seed}_{i:06d}_o{o}_{j}.png"
                     _write_png(img, path)
                     own.append(PoolFrame(path, tuple(boxes)))
