@@ -47,13 +47,14 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
             {"step": run.get("start_step", 0), "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]},
             *run["curve"],
         ]
-        line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{name}: full")[0]
+        label = f"{name} (k={run.get('eval_k', 4)}, chance {100 / run.get('objects', 2):.0f}%)"
+        line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{label}: full")[0]
         ax.plot([p["step"] for p in pts], [100 * p["clean_pick"] for p in pts], "x--", color=line.get_color(),
-                label=f"{name}: clean supports")  # fmt: skip
-    ax.axhline(50, color="gray", ls=":", label="chance")
+                label=f"{label}: clean supports")  # fmt: skip
+    ax.axhline(50, color="gray", ls=":", label="chance, 2 objects")
     ax.axhline(80, color="black", ls=":", lw=0.8, label="goal")
     ax.set_xlabel("instance-SFT steps (batch 8, after locate)")
-    ax.set_ylabel("held-out target pick % (k=4)")
+    ax.set_ylabel("held-out target pick %")
     ax.legend(fontsize=7)
     fig.tight_layout()
     return atomic_write_figure(path, fig, dpi=110)
