@@ -40,7 +40,7 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
     from focuskit.core.io import atomic_write_figure
 
     runs = json.loads(RESULTS.read_text())["runs"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(9.5, 4))
     for name in names:
         run = runs[name]
         pts = [
@@ -55,7 +55,7 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
     ax.axhline(80, color="black", ls=":", lw=0.8, label="goal")
     ax.set_xlabel("instance-SFT steps (batch 8, after locate)")
     ax.set_ylabel("held-out target pick %")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves stay visible
     fig.tight_layout()
     return atomic_write_figure(path, fig, dpi=110)
 
