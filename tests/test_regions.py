@@ -156,3 +156,34 @@ def test_memory_stores_a_crop_variant_for_small_views_and_old_memories_still_mat
     with ConceptMemory(tmp_path / "off", encoder=spec, config=config, create=False) as old:  # written without crops
         emb, _ = old.view_embeddings("x")
         assert old.match(emb, top_k=4).names == ["x"]
+
+
+def test_mask_variants_keep_box_pooling_and_follow_it_under_their_own_names() -> None:
+    img, enc = scene(), ColourEncoder()
+    box = Box(0, 0, 240, 190)  # the green object and much blue around it
+    mask = np.zeros((200, 320), dtype=bool)
+    mask[20:120, 20:140] = True  # exactly the green object
+    matcher = RegionMatcher(MatcherConfig(hflip=True, zoom_out=[2.0]), encoder=enc)
+    stored = dict(matcher.many_view_variants(img, [box], [mask], mask_variants=True)[0])
+    assert list(stored) == ["original", "hflip", "zoom2", "mask", "mask-hflip", "mask-zoom2"]
+    plain = dict(matcher.many_view_variants(img, [box])[0])
+    for name in ("original", "hflip", "zoom2"):  # the indexed variants do not change when a mask is stored too
+        assert np.array_equal(stored[name], plain[name])
+    green = np.array([1.0, 2.0, 1.0]) / np.linalg.norm([1.0, 2.0, 1.0])
+    assert stored["mask"] @ green > stored["original"] @ green + 0.05  # pooled inside the object, not around it
+    assert np.allclose(stored["mask"], enc.encode(img).pool_masks(mask[None])[0])
+    # without mask_variants a mask replaces the box (how `localize` pools a masked support)
+    replaced = dict(matcher.many_view_variants(img, [box], [mask])[0])
+    assert list(replaced) == ["original", "hflip", "zoom2"] and np.allclose(replaced["original"], stored["mask"])
+
+
+def test_memory_stores_the_vectors_the_shared_matcher_computes_for_the_same_view() -> None:
+    from focuskit.memory.config import MemoryConfig
+    from focuskit.memory.views import ViewPreparer
+
+    img, enc = scene(), ColourEncoder()
+    box = Box(20, 20, 140, 120)
+    memory = ViewPreparer(MemoryConfig(), proposer=lambda: None).embed_view(enc, img, box, None)  # type: ignore[arg-type,return-value]
+    localize = RegionMatcher(MatcherConfig(), encoder=enc).view_variants(img, box)
+    assert [n for n, _ in memory] == [n for n, _ in localize]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(memory, localize, strict=True))

@@ -29,7 +29,7 @@ from focuskit.core.image import load_image
 from focuskit.matcher.config import MatcherConfig, tau_for
 from focuskit.models.encoders import Encoder, FeatureMap, create_encoder
 from focuskit.models.proposals import Proposer, create_proposer
-from focuskit.models.regions import CROP_VARIANT, crop_variants, refine_small_regions
+from focuskit.models.regions import CROP_VARIANT, MASK_PREFIX, crop_variants, refine_small_regions
 
 
 def zoom_out(image: Image.Image, factor: float) -> tuple[Image.Image, int, int]:
@@ -186,43 +186,59 @@ class RegionMatcher:
         boxes: Sequence[Box],
         masks: Sequence[np.ndarray | None] | None = None,
         fmap: FeatureMap | None = None,
+        *,
+        mask_variants: bool = False,
     ) -> list[list[tuple[str, np.ndarray]]]:
-        """`view_variants` of several views on one image: each variant image (mirrored, zoomed) is encoded once."""
+        """`view_variants` of several views on one image: each variant image (mirrored, zoomed) is encoded once.
+
+        `mask_variants`: a view's mask is not pooled in place of its box; the box variants stay box-pooled and the
+        mask-pooled ones follow them under their own names (`MASK_PREFIX`, `mask-hflip`, `mask-zoom2.5`), from the
+        same encoded images. That is what the concept memory stores for a masked view (`memory.views`).
+        """
         encoder = self.encoder
         masks = list(masks) if masks is not None else [None] * len(boxes)
+        out: list[list[tuple[str, np.ndarray]]] = [[] for _ in boxes]
+        extra: list[list[tuple[str, np.ndarray]]] = [[] for _ in boxes]  # mask-pooled variants, after the box ones
 
-        def pooled(fm: FeatureMap, b: Box, m: np.ndarray | None) -> np.ndarray:
-            return fm.pool_masks(m[None])[0] if m is not None else fm.pool_boxes(b.to_array()[None])[0]
+        def add(i: int, variant: str, fm: FeatureMap, b: Box, m: np.ndarray | None) -> None:
+            if m is None or mask_variants:
+                out[i].append((variant, fm.pool_boxes(b.to_array()[None])[0]))
+            else:
+                out[i].append((variant, fm.pool_masks(m[None])[0]))
+            if m is not None and mask_variants:
+                label = MASK_PREFIX if variant == "original" else f"{MASK_PREFIX}-{variant}"
+                extra[i].append((label, fm.pool_masks(np.ascontiguousarray(m)[None])[0]))
 
         fmap = fmap or encoder.encode(image)
-        out = [[("original", pooled(fmap, b, m))] for b, m in zip(boxes, masks, strict=True)]
+        for i, (b, m) in enumerate(zip(boxes, masks, strict=True)):
+            add(i, "original", fmap, b, m)
         if self.config.hflip:
             w = image.width
             flipped = encoder.encode(ImageOps.mirror(image))
-            for views, b, m in zip(out, boxes, masks, strict=True):
+            for i, (b, m) in enumerate(zip(boxes, masks, strict=True)):
                 fb = Box(w - b.x2, b.y1, w - b.x1, b.y2)
-                views.append(("hflip", pooled(flipped, fb, None if m is None else m[:, ::-1].copy())))
+                add(i, "hflip", flipped, fb, None if m is None else m[:, ::-1].copy())
         for f in self.config.zoom_out:
             canvas, left, top = zoom_out(image, f)
             zoomed = encoder.encode(canvas)
-            for views, b, m in zip(out, boxes, masks, strict=True):
+            for i, (b, m) in enumerate(zip(boxes, masks, strict=True)):
                 zb = Box(b.x1 + left, b.y1 + top, b.x2 + left, b.y2 + top)
                 zm = None
                 if m is not None:
                     zm = np.zeros((canvas.height, canvas.width), dtype=bool)
                     zm[top : top + image.height, left : left + image.width] = m
-                views.append((f"zoom{f:g}", pooled(zoomed, zb, zm)))
+                add(i, f"zoom{f:g}", zoomed, zb, zm)
         for angle in self.config.rotate:
             turned = encoder.encode(image.rotate(angle, expand=True))  # exact: multiples of 90 degrees
             for views, b in zip(out, boxes, strict=True):
-                views.append((f"rot{angle}", pooled(turned, _rotated_box(b, angle, image.size), None)))
+                views.append((f"rot{angle}", turned.pool_boxes(_rotated_box(b, angle, image.size).to_array()[None])[0]))
         if self.config.crop_small_cells > 0:
             crops = crop_variants(encoder, image, np.stack([b.to_array() for b in boxes]).reshape(-1, 4), fmap,
                                   min_cells=self.config.crop_small_cells)  # fmt: skip
             for views, c in zip(out, crops, strict=True):
                 if c is not None:
                     views.append((CROP_VARIANT, c))
-        return out
+        return [views + masked for views, masked in zip(out, extra, strict=True)]
 
     def support_views(self, supports: Sequence[Support]) -> np.ndarray:
         """(V, C) embeddings of all supports' views and variants, in support order (what the memory stores)."""

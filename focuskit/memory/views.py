@@ -23,22 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from focuskit.core.box import Box
 from focuskit.core.errors import BoxError, ImageError, MemoryStoreError
 from focuskit.core.image import ImageInput, load_image
-from focuskit.matcher.region import zoom_out
+from focuskit.matcher.config import MatcherConfig
+from focuskit.matcher.region import RegionMatcher
 from focuskit.memory.config import MemoryConfig
 from focuskit.memory.results import ViewReport
 from focuskit.models.encoders import Encoder, FeatureMap
 from focuskit.models.proposals import Proposer
-from focuskit.models.regions import CROP_VARIANT, crop_variants
+from focuskit.models.regions import MASK_PREFIX
 from focuskit.models.segmenters import Segmenter
-
-MASK_PREFIX = "mask"
-"""Variants whose name starts with this are mask-pooled: stored, never indexed (see the module doc)."""
 
 
 def is_mask_variant(variant: str) -> bool:
@@ -282,31 +280,12 @@ class ViewPreparer:
     ) -> list[tuple[str, np.ndarray]]:
         """The view's box embedding plus its augmented variants (mirrored, zoomed out; re-embedded from a crop when
         small: `augment.crop_small_cells`), and with a mask the box variants pooled inside the mask (`mask`,
-        `mask-hflip`, `mask-zoom2.5`: stored, not indexed)."""
-        fmap = fmap or encoder.encode(img)
-        pairs: list[tuple[str, FeatureMap, Box, np.ndarray | None]] = [("original", fmap, box, mask)]
+        `mask-hflip`, `mask-zoom2.5`: stored, not indexed). The shared matcher computes them, so a concept's stored
+        views are the vectors `localize` would compute from the same photo and box."""
         aug = self.config.augment
-        if aug.hflip:
-            w = img.width
-            fb = Box(w - box.x2, box.y1, w - box.x1, box.y2)
-            pairs.append(("hflip", encoder.encode(ImageOps.mirror(img)), fb, None if mask is None else mask[:, ::-1]))
-        for f in aug.zoom_out:
-            canvas, left, top = zoom_out(img, f)
-            zb = Box(box.x1 + left, box.y1 + top, box.x2 + left, box.y2 + top)
-            zm = None
-            if mask is not None:
-                zm = np.zeros((canvas.height, canvas.width), dtype=bool)
-                zm[top : top + img.height, left : left + img.width] = mask
-            pairs.append((f"zoom{f:g}", encoder.encode(canvas), zb, zm))
-        out = [(variant, fm.pool_boxes(b.to_array()[None])[0]) for variant, fm, b, _ in pairs]
-        crop = crop_variants(encoder, img, box.to_array()[None], fmap, min_cells=aug.crop_small_cells)[0]
-        if crop is not None:  # a small view seen at the encoder's working size (indexed, like the zoomed variant)
-            out.append((CROP_VARIANT, crop))
-        for variant, fm, _, m in pairs:
-            if m is not None:
-                label = MASK_PREFIX if variant == "original" else f"{MASK_PREFIX}-{variant}"
-                out.append((label, fm.pool_masks(np.ascontiguousarray(m)[None])[0]))
-        return out
+        config = MatcherConfig(hflip=aug.hflip, zoom_out=list(aug.zoom_out), crop_small_cells=aug.crop_small_cells)
+        matcher = RegionMatcher(config, encoder=encoder, concurrent=False)
+        return matcher.many_view_variants(img, [box], [mask], fmap, mask_variants=True)[0]
 
 
 @dataclass

@@ -98,6 +98,10 @@ is at most this many extra encoder passes per query (and none when the best cand
 CROP_VARIANT = "crop"
 """Name of a support view's crop variant (stored and indexed like `zoom2.5`: a scale augmentation)."""
 
+MASK_PREFIX = "mask"
+"""Support-view variants whose name starts with this are pooled inside the view's mask (`mask`, `mask-hflip`,
+`mask-zoom2.5`): the concept memory stores them next to the box variants and never indexes them."""
+
 
 def crop_embeddings(encoder: Any, image: Image.Image, boxes_xyxy: np.ndarray, *, context: float = 0.1) -> np.ndarray:
     """(N, C) embeddings of (N, 4) boxes, each re-embedded from its own crop (`embed_regions(mode="crop")`)."""
