@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from focuskit.core.box import Box
-from focuskit.core.errors import BoxError, ImageError, MemoryStoreError
+from focuskit.core.errors import BoxError, ConfigError, ImageError, MemoryStoreError
 from focuskit.memory.index import FaissIndex
 from focuskit.memory.store import (
     INDEX_FILE,
@@ -111,6 +111,14 @@ def test_augmented_views_add_vectors(tmp_path: Path) -> None:
     mem = new_memory(tmp_path / "mem", MemoryConfig(augment=AugmentConfig(hflip=True, zoom_out=[2.0, 3.0])))
     report = mem.add("x", [photo(4)], boxes=[Box(20, 16, 60, 48)])
     assert report.vectors == 4 and mem.get("x").vectors == 4
+
+
+def test_rotated_views_are_stored_as_localize_makes_them(tmp_path: Path) -> None:
+    mem = new_memory(tmp_path / "mem", MemoryConfig(augment=AugmentConfig(hflip=False, zoom_out=[], rotate=[90, 180])))
+    report = mem.add("coin", [photo(4)], boxes=[Box(20, 16, 60, 48)])
+    assert report.vectors == 3 and mem.get("coin").vectors == 3  # as given, turned 90 and 180 degrees
+    with pytest.raises(ConfigError, match="rotate angles must be 90"):
+        AugmentConfig(rotate=[45])
 
 
 def test_views_without_box_are_auto_boxed_and_reported(tmp_path: Path) -> None:

@@ -71,8 +71,13 @@ class AugmentConfig:
     crop_small_cells: float = MatcherConfig.crop_small_cells
     """Views covering fewer than this many feature cells also get a `crop` variant (re-embedded from a crop; 0 =
     off). Default: the shared matcher's (`focuskit.matcher.MatcherConfig.crop_small_cells`)."""
+    rotate: list[int] = field(default_factory=list)
+    """Also store each view rotated by these angles (90, 180, 270), for objects seen from above (coins, documents):
+    the same variants `MatcherConfig.rotate` gives `localize`. Off by default, as there (three encodes per view)."""
 
     def __post_init__(self) -> None:
+        if any(a not in (90, 180, 270) for a in self.rotate):
+            raise ConfigError(f"augment.rotate angles must be 90, 180 or 270, got {self.rotate}")
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"augment.zoom_out factors must be in (1, 8], got {bad}")

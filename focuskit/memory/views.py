@@ -278,12 +278,13 @@ class ViewPreparer:
     def embed_view(
         self, encoder: Encoder, img: Image.Image, box: Box, mask: np.ndarray | None, fmap: FeatureMap | None = None
     ) -> list[tuple[str, np.ndarray]]:
-        """The view's box embedding plus its augmented variants (mirrored, zoomed out; re-embedded from a crop when
-        small: `augment.crop_small_cells`), and with a mask the box variants pooled inside the mask (`mask`,
+        """The view's box embedding plus its augmented variants (mirrored, zoomed out, rotated; re-embedded from a
+        crop when small: `augment.crop_small_cells`), and with a mask the box variants pooled inside the mask (`mask`,
         `mask-hflip`, `mask-zoom2.5`: stored, not indexed). The shared matcher computes them, so a concept's stored
         views are the vectors `localize` would compute from the same photo and box."""
         aug = self.config.augment
-        config = MatcherConfig(hflip=aug.hflip, zoom_out=list(aug.zoom_out), crop_small_cells=aug.crop_small_cells)
+        config = MatcherConfig(hflip=aug.hflip, zoom_out=list(aug.zoom_out), crop_small_cells=aug.crop_small_cells,
+                               rotate=list(aug.rotate))  # fmt: skip
         matcher = RegionMatcher(config, encoder=encoder, concurrent=False)
         return matcher.many_view_variants(img, [box], [mask], fmap, mask_variants=True)[0]
 
