@@ -100,6 +100,12 @@ def main() -> None:
     parser.add_argument("--reeval", nargs="+", default=None, help="only evaluate these models (balanced held-out)")
     parser.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per stage")
     args = parser.parse_args()
+    for flag, text in (("--model-json", args.model_json), ("--attention", args.attention)):
+        try:
+            if text and not isinstance(json.loads(text), dict):
+                parser.error(f"{flag} must be a JSON object, got {text!r}")
+        except json.JSONDecodeError as e:
+            parser.error(f"{flag} is not JSON ({e.msg}): {text!r}")
     if args.plot:
         print(plot_experiments(args.workdir, args.plot))
         return
