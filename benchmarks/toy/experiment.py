@@ -60,6 +60,19 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
     return atomic_write_figure(path, fig, dpi=110)
 
 
+def _json_object(parser: argparse.ArgumentParser, flag: str, text: str) -> dict[str, Any] | None:
+    """`text` parsed as a JSON object (None when empty); anything else is a one-line usage error naming `flag`."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        parser.error(f"{flag} is not JSON ({e.msg}): {text!r}")
+    if not isinstance(value, dict):
+        parser.error(f"{flag} must be a JSON object, got {text!r}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", required=True)
@@ -100,12 +113,8 @@ def main() -> None:
     parser.add_argument("--reeval", nargs="+", default=None, help="only evaluate these models (balanced held-out)")
     parser.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per stage")
     args = parser.parse_args()
-    for flag, text in (("--model-json", args.model_json), ("--attention", args.attention)):
-        try:
-            if text and not isinstance(json.loads(text), dict):
-                parser.error(f"{flag} must be a JSON object, got {text!r}")
-        except json.JSONDecodeError as e:
-            parser.error(f"{flag} is not JSON ({e.msg}): {text!r}")
+    model_overrides, attention = (_json_object(parser, flag, text) for flag, text in
+                                  (("--model-json", args.model_json), ("--attention", args.attention)))  # fmt: skip
     if args.plot:
         print(plot_experiments(args.workdir, args.plot))
         return
@@ -122,7 +131,7 @@ def main() -> None:
     s = args.image_size
     model = {**SMALL, "num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": 2 * args.hidden,
              "min_pixels": s * s, "max_pixels": s * s, "cnn_scale": args.cnn_scale,
-             **(json.loads(args.model_json) if args.model_json else {})}  # fmt: skip
+             **(model_overrides or {})}  # fmt: skip
     groups = VISIBLE_GROUPS if args.groups == "visible" else None
     common: dict[str, Any] = {"image_size": s, "backgrounds": ("gradient",), "min_scale": 0.25, "max_scale": 0.45}
     if args.mutations:
@@ -170,7 +179,6 @@ def main() -> None:
                               "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip
-    attention = json.loads(args.attention) if args.attention else None
     if args.base is None:
         pre_eps = sample_episodes(pre, args.locate_steps * 8, shots=(1, 4), seed=1)
         base = sft_stage(args.workdir / "init", Stage(str(write_pool_episodes(pre_eps, root / "pre.jsonl")),

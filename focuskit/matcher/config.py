@@ -38,6 +38,10 @@ def tau_for(tag: str) -> float:
     return DEFAULT_TAU.get(tag, FALLBACK_TAU)
 
 
+ROTATIONS: tuple[int, ...] = (90, 180, 270)
+"""The support-view rotations a matcher (and the concept memory's `augment.rotate`) can add: exact, no resampling."""
+
+
 @dataclass
 class MatcherConfig:
     """The one default configuration shared by `localize`, `detect` and library search."""
@@ -95,7 +99,7 @@ class MatcherConfig:
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"matcher zoom_out factors must be in (1, 8], got {bad}")
-        if any(a not in (90, 180, 270) for a in self.rotate):
+        if any(a not in ROTATIONS for a in self.rotate):
             raise ConfigError(f"matcher rotate angles must be 90, 180 or 270, got {self.rotate}")
         if self.refine_top < 0 or any(not 0.0 < s < 1.0 for s in self.refine_steps):
             raise ConfigError(f"matcher refine_top must be >= 0 and refine_steps in (0, 1), got {self.refine_top}")

@@ -230,8 +230,8 @@ class RegionMatcher:
                 add(i, f"zoom{f:g}", zoomed, zb, zm)
         for angle in self.config.rotate:
             turned = encoder.encode(image.rotate(angle, expand=True))  # exact: multiples of 90 degrees
-            for views, b in zip(out, boxes, strict=True):
-                views.append((f"rot{angle}", turned.pool_boxes(_rotated_box(b, angle, image.size).to_array()[None])[0]))
+            for i, b in enumerate(boxes):
+                add(i, f"rot{angle}", turned, _rotated_box(b, angle, image.size), None)
         if self.config.crop_small_cells > 0:
             crops = crop_variants(encoder, image, np.stack([b.to_array() for b in boxes]).reshape(-1, 4), fmap,
                                   min_cells=self.config.crop_small_cells)  # fmt: skip

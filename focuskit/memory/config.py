@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from focuskit.core.errors import ConfigError
-from focuskit.matcher.config import MatcherConfig
+from focuskit.matcher.config import ROTATIONS, MatcherConfig
 from focuskit.search.config import IndexConfig
 
 if TYPE_CHECKING:
@@ -76,13 +76,18 @@ class AugmentConfig:
     the same variants `MatcherConfig.rotate` gives `localize`. Off by default, as there (three encodes per view)."""
 
     def __post_init__(self) -> None:
-        if any(a not in (90, 180, 270) for a in self.rotate):
+        if any(a not in ROTATIONS for a in self.rotate):
             raise ConfigError(f"augment.rotate angles must be 90, 180 or 270, got {self.rotate}")
         bad = [f for f in self.zoom_out if not 1.0 < f <= 8.0]
         if bad:
             raise ConfigError(f"augment.zoom_out factors must be in (1, 8], got {bad}")
         if self.crop_small_cells < 0:
             raise ConfigError(f"augment.crop_small_cells must be >= 0 (0 = off), got {self.crop_small_cells}")
+
+    def matcher_config(self) -> MatcherConfig:
+        """The shared matcher's settings that make exactly these stored variants (`memory.views`)."""
+        return MatcherConfig(hflip=self.hflip, zoom_out=list(self.zoom_out), crop_small_cells=self.crop_small_cells,
+                             rotate=list(self.rotate))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 from focuskit.core.box import Box
 from focuskit.core.errors import BoxError, ImageError, MemoryStoreError
 from focuskit.core.image import ImageInput, load_image
-from focuskit.matcher.config import MatcherConfig
 from focuskit.matcher.region import RegionMatcher
 from focuskit.memory.config import MemoryConfig
 from focuskit.memory.results import ViewReport
@@ -282,10 +281,7 @@ class ViewPreparer:
         crop when small: `augment.crop_small_cells`), and with a mask the box variants pooled inside the mask (`mask`,
         `mask-hflip`, `mask-zoom2.5`: stored, not indexed). The shared matcher computes them, so a concept's stored
         views are the vectors `localize` would compute from the same photo and box."""
-        aug = self.config.augment
-        config = MatcherConfig(hflip=aug.hflip, zoom_out=list(aug.zoom_out), crop_small_cells=aug.crop_small_cells,
-                               rotate=list(aug.rotate))  # fmt: skip
-        matcher = RegionMatcher(config, encoder=encoder, concurrent=False)
+        matcher = RegionMatcher(self.config.augment.matcher_config(), encoder=encoder, concurrent=False)
         return matcher.many_view_variants(img, [box], [mask], fmap, mask_variants=True)[0]
 
 
