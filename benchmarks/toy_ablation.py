@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + text)
     for r in result["rows"]:  # per-episode values stay in the JSON (paired differences), models do not
         r.pop("model", None)
-    result["base"].pop("model", None)
+    for stage in ("base", "locate"):
+        result.get(stage, {}).pop("model", None)
     atomic_write_json(args.out / f"{name}.json", result)
     atomic_write_text(args.out / f"{name}.md", text)
     plot_curves(result, args.out / f"{name}.png")

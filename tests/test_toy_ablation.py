@@ -31,7 +31,7 @@ def test_smoke_report_has_every_row_seed_and_column(smoke_run: Path) -> None:
     rows = result["rows"]
     expected = {(name, seed) for name in SMOKE.rows for seed in SMOKE.seeds}
     expected |= {(f"grid_l{lam}_m{m}", SMOKE.seeds[0]) for lam, m in SMOKE.grid}
-    assert {(r["name"], r["seed"]) for r in rows} == expected | {("base", 0)}
+    assert {(r["name"], r["seed"]) for r in rows} == expected | {("base", 0), ("locate", 0)}
     for r in rows:
         for k in SMOKE.shots:
             assert 0.0 <= r["pick_rate"][str(k)] <= 1.0 and 0.0 <= r["miou"][str(k)] <= 1.0
@@ -43,6 +43,8 @@ def test_smoke_report_has_every_row_seed_and_column(smoke_run: Path) -> None:
     text = (smoke_run / "toy_ablation_smoke.md").read_text()
     assert "+ SFT + Attn (first k)" in text and "grid_l0.05_m0.25" in text
     assert "sft_attn_first5 - sft" in text and "sft_grpo - sft" in text  # paired differences
+    assert "base - locate" in text  # what the pointer-supervised match stage adds
+    assert result["base"]["curves"]["pointer_search_mass"]  # the match stage ran with its supervision
     assert (smoke_run / "toy_ablation_smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -1,6 +1,7 @@
 """Orchestration of the toy ablation: data, feature cache, base, rows (in worker processes), report.
 
-Row names: `base` (the "locate"-pretrained model, no instance training), `sft`, `sft_attn_{first5,last5,all}`,
+Row names: `locate` (the locate-pretrained model), `base` (locate, then the pointer-supervised "match" stage when the
+preset has one; the same model as `locate` otherwise),  `sft`, `sft_attn_{first5,last5,all}`,
 `grid_l{lambda}_m{margin}` (attention loss on the first 5 layers), and `<row>_grpo` / `grpo` (from base) for GRPO.
 Every trained row is trained once per seed from the same base (the seed drives SFT/GRPO initialisation of the
 data order and LoRA), and evaluated on the same held-out episodes, so rows can be compared pairwise.
@@ -121,6 +122,17 @@ def make_data(preset: Preset, root: Path) -> dict[str, Any]:
         "pre": write_pool_episodes(
             sample_episodes(pre, preset.pre_steps * n, shots=(1, 4), seed=1), root / "pre.jsonl"
         ),
+        "match": write_pool_episodes(
+            sample_episodes(
+                train,
+                max(1, preset.match_steps) * n,
+                shots=(1, 4),
+                seed=4,
+                swap_roles=preset.swap_roles,
+                clean_rate=preset.clean_rate,
+            ),
+            root / "match.jsonl",
+        ),
         "train": write_pool_episodes(
             sample_episodes(
                 train,
@@ -166,8 +178,15 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
     files = data["files"]
     base = sft_stage(init, Stage(files["pre"], preset.pre_steps, preset.pre_lr, preset.batch_size, bf16=preset.bf16),
                      workdir / "base")  # fmt: skip
-    progress(f"base (locate): {base['seconds']:.0f}s, lm_loss {base['curves']['lm_loss'][0]:.3f} -> "
+    progress(f"locate: {base['seconds']:.0f}s, lm_loss {base['curves']['lm_loss'][0]:.3f} -> "
              f"{base['curves']['lm_loss'][-1]:.3f}")  # fmt: skip
+    locate = base
+    if preset.match_steps:
+        match = Stage(files["match"], preset.match_steps, preset.sft_lr, preset.batch_size, bf16=preset.bf16,
+                      pointer=preset.pointer)  # fmt: skip
+        base = sft_stage(locate["model"], match, workdir / "match")
+        progress(f"match (pointer-supervised): {base['seconds']:.0f}s, search mass "
+                 f"{base['curves']['pointer_search_mass'][-1]:.2f}")  # fmt: skip
     rows: list[dict[str, Any]] = []
     runs = workdir / "runs"
     ctx = multiprocessing.get_context("spawn")
@@ -178,6 +197,8 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
                                 initargs=(preset.threads, str(feats))) as pool:  # fmt: skip
         pending: dict[cf.Future[dict[str, Any]], str] = {}
         pending[pool.submit(job_eval, "base", base["model"], files["eval"], preset, 0)] = "base"
+        if preset.match_steps:
+            pending[pool.submit(job_eval, "locate", locate["model"], files["eval"], preset, 0)] = "locate"
         for seed in preset.seeds:
             for name in sft_names + (grid_names if seed == preset.seeds[0] else []):
                 out = str(runs / f"{name}_s{seed}")
@@ -205,6 +226,7 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
     return {
         "preset": asdict(preset),
         "base": {k: v for k, v in base.items()},
+        "locate": {k: v for k, v in locate.items()},
         "data_seconds": data["seconds"],
         "feature_seconds": fstats["seconds"],
         "frames": len(data["frames"]),

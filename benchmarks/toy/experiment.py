@@ -22,7 +22,7 @@ RESULTS = Path(__file__).parents[1] / "results" / "toy_experiments.json"
 
 
 def parse_stage(text: str) -> tuple[str, float, int]:
-    kind, steps = text.split(":")
+    kind, steps = text.removesuffix("+p").split(":")
     for prefix in ("mix", "copy"):
         if kind.startswith(prefix):
             return prefix, float(kind.removeprefix(prefix)), int(steps)
@@ -109,12 +109,14 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["clean:800", "mix0.75:1600"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--attention", default="", help="JSON AttentionLossConfig fields for every stage (empty: off)")
+    parser.add_argument("--pointer", default="{}", help="JSON PointerConfig fields for the stages marked +p")
     parser.add_argument("--base", type=Path, default=None, help="reuse this locate model (same data options)")
     parser.add_argument("--reeval", nargs="+", default=None, help="only evaluate these models (balanced held-out)")
     parser.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per stage")
     args = parser.parse_args()
-    model_overrides, attention = (_json_object(parser, flag, text) for flag, text in
-                                  (("--model-json", args.model_json), ("--attention", args.attention)))  # fmt: skip
+    model_overrides, attention, pointer = (_json_object(parser, flag, text) for flag, text in
+                                           (("--model-json", args.model_json), ("--attention", args.attention),
+                                            ("--pointer", args.pointer)))  # fmt: skip
     if args.plot:
         print(plot_experiments(args.workdir, args.plot))
         return
@@ -151,8 +153,8 @@ def main() -> None:
                                       distinct=True, clean_rate=1.0, role=role)  # fmt: skip
     print(f"data {time.perf_counter() - t0:.0f}s", flush=True)
     feats = args.workdir / "features.pt"
+    init = build_base(args.workdir / "init", model, seed=0)  # also when the features are reused: locate starts here
     if not feats.is_file():
-        init = build_base(args.workdir / "init", model, seed=0)
         frames = [f.path for p in (pre, train, held) for inst in p for f in inst.frames]
         frames += [f.path for p in (train, held) for inst in p for a in inst.alone for f in a]
         print(precompute_features(init, frames, feats), flush=True)
@@ -178,7 +180,8 @@ def main() -> None:
                               "alone_scale": args.alone_scale,
                               "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
-                              "eval_instances": args.eval_instances, "stages": [], "curve": []}  # fmt: skip
+                              "eval_instances": args.eval_instances, "pointer": pointer,
+                              "stages": [], "curve": []}  # fmt: skip
     if args.base is None:
         pre_eps = sample_episodes(pre, args.locate_steps * 8, shots=(1, 4), seed=1)
         base = sft_stage(args.workdir / "init", Stage(str(write_pool_episodes(pre_eps, root / "pre.jsonl")),
@@ -205,7 +208,9 @@ def main() -> None:
         every = max(1, steps // max(1, args.curve))
         extra = {"save_strategy": "steps", "save_steps": every, "save_total_limit": None} if args.curve else {}
         out = args.workdir / f"stage{i}"
-        res = sft_stage(current, Stage(str(data), steps, args.lr, attention=attention, extra=extra), out)
+        stage = Stage(str(data), steps, args.lr, attention=attention, extra=extra,
+                      pointer=(pointer or {}) if text.endswith("+p") else None)  # fmt: skip
+        res = sft_stage(current, stage, out)
         for ckpt in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
             step = int(ckpt.name.split("-")[1])
             if step == steps:
@@ -224,7 +229,7 @@ def main() -> None:
         r = ev(current)
         record["curve"].append({"step": done, "pick": r["pick"], "miou": r["miou"], "clean_pick": r["clean_pick"]})
         summary = {k: v for k, v in r.items() if k not in ("picks", "ious")}
-        record["stages"].append({"stage": text, "seconds": res["seconds"], "lm_loss": res["curves"]["lm_loss"],
+        record["stages"].append({"stage": text, "seconds": res["seconds"], "curves": res["curves"],
                                  "final_model": current, **summary})  # fmt: skip
         print(f"stage {text}: {summary} ({res['seconds']:.0f}s)", flush=True)
     n = len(r["picks"])

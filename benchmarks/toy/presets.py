@@ -52,6 +52,11 @@ class Preset:
     shots: tuple[int, ...] = (1, 2, 4)
     attention: dict[str, Any] = field(default_factory=dict)
     """Attention-loss fields shared by every attention row (the defaults of `AttentionLossConfig` otherwise)."""
+    match_steps: int = 0
+    """Steps of the base's "match" stage after locate: instance episodes with the pointer attention supervision of
+    `grounding.py` (the retrieval heads a pretrained Qwen2-VL brings). 0: the base is locate-only, as before."""
+    pointer: dict[str, Any] = field(default_factory=dict)
+    """`grounding.PointerConfig` fields of the match stage."""
     curve_points: int = 0
     """Checkpoints of the first seed's SFT row evaluated for the learning curve (0: none)."""
     explain_episodes: int = 0
@@ -103,6 +108,7 @@ SMOKE = Preset(
     name="smoke", model={**SMALL, "num_layers": 2}, pre_instances=6, pre_steps=3, train_instances=8, sft_steps=4,
     eval_episodes=8, grpo_steps=2, seeds=(0, 1), rows=("sft", "sft_attn_first5", "sft_grpo"), grid=((0.05, 0.25),),
     curve_points=2, batch_size=2, groups=DATA["groups"], alone=1, clean_rate=0.5, explain_episodes=2,
+    match_steps=3, pointer={"search_layer": 1, "bind_layer": 0},
 )  # fmt: skip
 """Seconds-scale run of every code path (tests and `--smoke`); its numbers mean nothing."""
 

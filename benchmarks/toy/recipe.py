@@ -36,6 +36,8 @@ class Stage:
     lora: bool = False
     seed: int = 0
     bf16: bool = False
+    pointer: dict[str, Any] | None = None
+    """`grounding.PointerConfig` fields: attention supervision of the "match" pretraining stand-in (None: off)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +93,7 @@ def precompute_features(model_dir: str | Path, frames: list[Path], out: Path, ch
 
 def sft_stage(start: str | Path, stage: Stage, out: Path) -> dict[str, Any]:
     """Train `start` on `stage`; returns the final model directory, timings and the loss curves."""
+    from benchmarks.toy.grounding import PointerConfig, pointer_hooks
     from focuskit.models.vlms.factory import LoraSettings
     from focuskit.training.run_sft import train_sft
     from focuskit.training.sft_config import AttentionLossConfig, SFTConfig
@@ -105,8 +108,10 @@ def sft_stage(start: str | Path, stage: Stage, out: Path) -> dict[str, Any]:
         "save_strategy": "no", "disable_tqdm": True, "report_to": "none", "seed": stage.seed, "bf16": stage.bf16,
     }  # fmt: skip
     config = SFTConfig(**{**fields, **stage.extra})
-    result = train_sft(config)
-    curves = {key: result.series(key) for key in ("lm_loss", "attn_loss", "attn_margin")}
+    hooks = pointer_hooks(PointerConfig(**stage.pointer), str(start)) if stage.pointer is not None else None
+    result = train_sft(config, hooks)
+    keys = ("lm_loss", "attn_loss", "attn_margin", "pointer_search_mass", "pointer_bind_mass")
+    curves = {key: result.series(key) for key in keys}
     steps = [int(e["step"]) for e in result.log_history if "lm_loss" in e]
     return {
         "model": str(result.final_model),

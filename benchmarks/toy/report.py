@@ -16,7 +16,8 @@ from typing import Any
 from focuskit.core.io import atomic_write_figure
 
 LABELS = {
-    "base": "base (locate-pretrained, no instance training)",
+    "locate": "locate-pretrained only",
+    "base": "base (locate + match pretraining)",
     "grpo": "+ GRPO",
     "sft": "+ SFT",
     "sft_grpo": "+ SFT + GRPO",
@@ -26,7 +27,7 @@ LABELS = {
     "sft_attn_all": "+ SFT + Attn (all layers)",
 }
 COMPARISONS = [
-    ("sft", "base"), ("sft_attn_first5", "sft"), ("sft_attn_last5", "sft"), ("sft_attn_all", "sft"),
+    ("base", "locate"), ("sft", "base"), ("sft_attn_first5", "sft"), ("sft_attn_last5", "sft"), ("sft_attn_all", "sft"),
     ("sft_attn_first5", "sft_attn_last5"), ("sft_attn_first5", "sft_attn_all"), ("sft_grpo", "sft"),
     ("sft_attn_first5_grpo", "sft_attn_first5"), ("grpo", "base"), ("sft_grpo", "grpo"),
 ]  # fmt: skip
@@ -144,9 +145,13 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path | None:
 
     curve_rows = [r for r in result["rows"] if r.get("learning_curve")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    base = result["base"]
-    axes[0].plot(base["curve_steps"], base["curves"]["lm_loss"], label="locate (base)")
-    offset = base["curve_steps"][-1] if base["curve_steps"] else 0
+    locate = result.get("locate", result["base"])
+    axes[0].plot(locate["curve_steps"], locate["curves"]["lm_loss"], label="locate")
+    offset = locate["curve_steps"][-1] if locate["curve_steps"] else 0
+    if result["preset"].get("match_steps") and result["base"]["curve_steps"]:
+        match = result["base"]
+        axes[0].plot([offset + s for s in match["curve_steps"]], match["curves"]["lm_loss"], label="match (base)")
+        offset += match["curve_steps"][-1]
     for r in result["rows"]:
         if r["name"] in ("sft", "sft_attn_first5") and r["seed"] == result["preset"]["seeds"][0] and "curves" in r:
             axes[0].plot([offset + s for s in r["curve_steps"]], r["curves"]["lm_loss"], label=r["name"])

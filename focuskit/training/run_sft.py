@@ -9,6 +9,7 @@ this function; it prints nothing itself beyond the trainer's progress bar and lo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,24 @@ class SFTResult:
     def series(self, key: str) -> list[float]:
         """A logged metric over the run (`lm_loss`, `attn_loss`, `attn_margin`, `loss`, `learning_rate`, ...)."""
         return [float(entry[key]) for entry in self.log_history if key in entry]
+
+
+@dataclass(frozen=True)
+class SFTHooks:
+    """Extension points for research variants of the SFT objective, without a second copy of `train_sft`.
+
+    `benchmarks/toy/grounding.py` uses them to add attention supervision to the toy's pretraining stand-in. Each
+    default leaves `train_sft` exactly as the paper's recipe.
+    """
+
+    trainer_class: type | None = None
+    """A `FocusSFTTrainer` subclass (None: `FocusSFTTrainer`); it receives the same arguments."""
+    wrap_dataset: Callable[[Any], Any] | None = None
+    """`SFTDataset -> Dataset`: adds per-example tensors (the wrapper keeps `episodes` and the encoding)."""
+    data_collator: Callable[[Any], dict[str, Any]] | None = None
+    """Batches what `wrap_dataset` yields (None: `collate_for_sft`)."""
+    attn_implementation: str | None = None
+    """Language-model attention to train with (e.g. "eager" for a loss that reads attention maps)."""
 
 
 @dataclass
@@ -138,9 +157,10 @@ def _checkpoint_callback(config: SFTConfig, prompt: PromptConfig) -> Any:
     return _SaveFocusFiles()
 
 
-def train_sft(config: SFTConfig) -> SFTResult:
+def train_sft(config: SFTConfig, hooks: SFTHooks | None = None) -> SFTResult:
     """Train with LM loss + lambda * attention loss; save checkpoints and the final model under `config.output_dir`.
 
+    `hooks` swaps in a trainer subclass, dataset wrapper or collator (see `SFTHooks`); None is the paper's recipe.
     Raises `FocusError`s for bad data, configs or models before any training step.
     """
     from transformers import set_seed
@@ -162,19 +182,27 @@ def train_sft(config: SFTConfig) -> SFTResult:
 
     bundle = _load_model(config, setup)
     model = bundle.model
+    hooks = hooks or SFTHooks()
     if config.attention_loss_active:
         use_box_attention(model, loss_cfg.implementation)
-    dataset = SFTDataset(
+    if hooks.attn_implementation is not None:
+        if config.attention_loss_active and loss_cfg.implementation == "efficient":
+            raise ConfigError("an SFT hook that sets the attention needs attention_loss.implementation=eager")
+        restore_attention(model, hooks.attn_implementation)
+    dataset: Any = SFTDataset(
         episodes, bundle.processor, bundle.family, setup.prompt, config.max_seq_length, cache=config.cache_encoded
     )
+    if hooks.wrap_dataset is not None:
+        dataset = hooks.wrap_dataset(dataset)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_training_config(config, out / CONFIG_FILE)
-    trainer = FocusSFTTrainer(
+    trainer_class = hooks.trainer_class or FocusSFTTrainer
+    trainer = trainer_class(
         model=model,
         args=config,  # SFTConfig is a TrainingArguments: no fields copied by hand
         train_dataset=dataset,
-        data_collator=collate_for_sft,
+        data_collator=hooks.data_collator or collate_for_sft,
         processing_class=bundle.processor,
         callbacks=[_checkpoint_callback(config, setup.prompt)],
         attention_loss=loss_cfg,

@@ -1,0 +1,216 @@
+"""Attention supervision for the toy's pretraining stand-in: one head learns to look where the answer is.
+
+Why this exists (docs/toy_ablation.md, section 4b). Trained from scratch on the instance task, the toy's language
+model never learns to pick the target over its look-alike (every row and probe at 50%). An isolated probe on the
+same CNN tokens located the failure: a 6 x 64 Qwen2 that must *read out* the matching query cell from its last
+hidden state (as box text is read out) stays at chance after 4000 steps of batch 32, while the same model with a
+pointer output (answer state dotted with the query tokens) learns the match at once (92% on clean supports).
+Supervising one attention head of the read-out model, "from the answer, look at the target's query tokens", gets it
+to 94%, and the skill stays when the supervision stops. A pretrained Qwen2-VL brings such retrieval heads from
+pretraining; the toy's randomly initialised LM does not, so the toy's "match" pretraining stage supervises them:
+
+* **search**: in layer `search_layer`, head `head`, the positions that predict the answer up to and including its
+  first digit put their attention mass on the query-image tokens that the target box covers. Only those: once a
+  digit is written (teacher forcing), the later positions can find the target from the written coordinates alone,
+  and supervising them teaches "look where the box already says", not matching (a first version did, and its head
+  reached 58% mass on the target while the pick rate stayed at 50%);
+* **bind**: in layer `bind_layer`, head `head`, the last token of each support's box text (it has read all four
+  coordinates) puts its mass on the image tokens of its own support that its box covers (box text -> region, the
+  binding of Qwen2-VL's grounding pretraining).
+
+The loss is `weight * mean over supervised rows of -log(mass)`, added to the LM loss. It is only used by the toy's
+pretraining stage; the ablation's rows (SFT, the paper's attention loss, GRPO) train without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from focuskit.core.box import Box
+from focuskit.core.episode import Episode
+from focuskit.core.errors import ConfigError
+from focuskit.models.vlms.encoding import EncodedEpisode, image_token_runs
+from focuskit.training.sft_data import collate_for_sft
+from focuskit.training.sft_trainer import FocusSFTTrainer
+
+ROW_KEY, TARGET_KEY = "pointer_row_group", "pointer_target_group"
+"""Batch tensors (B, L) int64: a supervised row's group (0: none; -1 search; j + 1 binding for support j) and the
+group of the keys it should attend to (the same ids)."""
+
+
+@dataclass(frozen=True)
+class PointerConfig:
+    weight: float = 1.0
+    search_layer: int = 2
+    bind_layer: int = 1
+    head: int = 0
+    bind: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weight < 0 or min(self.search_layer, self.bind_layer, self.head) < 0:
+            raise ConfigError(f"pointer supervision needs a weight >= 0 and layer/head indices >= 0, got {self}")
+
+
+def covered_cells(box: Box, image_size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
+    """(rows * cols,) bool, row-major: the merged-grid cells of an image that `box` (its pixels) overlaps."""
+    width, height = image_size
+    rows, cols = grid
+    xs = torch.linspace(0, width, cols + 1)
+    ys = torch.linspace(0, height, rows + 1)
+    in_x = (xs[1:] > box.x1) & (xs[:-1] < box.x2)
+    in_y = (ys[1:] > box.y1) & (ys[:-1] < box.y2)
+    return (in_y[:, None] & in_x[None, :]).flatten()
+
+
+def pointer_groups(
+    episode: Episode,
+    encoded: EncodedEpisode,
+    image_token_id: int,
+    merge: int,
+    support_sizes: Sequence[tuple[int, int]],
+    digit_ids: frozenset[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L,) row groups and (L,) target groups of one encoded training episode (see `ROW_KEY`).
+
+    `digit_ids`: the tokenizer's ids whose text holds a digit (where the answer's first coordinate starts).
+    """
+    ids = encoded.inputs["input_ids"][0]
+    length = ids.shape[0]
+    rows = torch.zeros(length, dtype=torch.long)
+    targets = torch.zeros(length, dtype=torch.long)
+    runs = image_token_runs(ids, image_token_id)
+    grids = encoded.inputs["image_grid_thw"]
+    box_tokens = encoded.box_token_mask[0]
+
+    def mark(run: tuple[int, int], grid_thw: torch.Tensor, box: Box, size: tuple[int, int], group: int) -> None:
+        _, h, w = (int(v) for v in grid_thw)
+        cells = covered_cells(box, size, (h // merge, w // merge))
+        if cells.numel() != run[1] - run[0]:
+            raise ValueError(f"episode {episode.id!r}: {run[1] - run[0]} image tokens for a {h}x{w} patch grid")
+        targets[run[0] : run[1]][cells] = group
+
+    for j, support in enumerate(episode.supports):
+        mark(runs[j], grids[j], support.box, support_sizes[j], j + 1)
+        span = torch.zeros(length, dtype=torch.bool)
+        span[runs[j][1] : runs[j + 1][0]] = True
+        rows[int((span & box_tokens).nonzero().max())] = j + 1
+    if episode.query_box is not None and encoded.labels is not None:
+        mark(runs[-1], grids[-1], episode.query_box, encoded.query_image_size, -1)
+        answer = (encoded.labels[0] != -100).nonzero().flatten().tolist()
+        first_digit = next((p for p in answer if int(ids[p]) in digit_ids), None)
+        if first_digit is not None:
+            rows[answer[0] - 1 : first_digit] = -1  # the positions predicting answer[0] .. first_digit
+    return rows, targets
+
+
+class PointerDataset(torch.utils.data.Dataset):
+    """An `SFTDataset` whose items also carry the pointer groups."""
+
+    def __init__(self, base: Any, image_token_id: int, merge: int) -> None:
+        self.base, self.image_token_id, self.merge = base, image_token_id, merge
+        self.episodes = base.episodes
+        tokenizer = base.processor.tokenizer
+        self.digit_ids = frozenset(
+            i for tok, i in tokenizer.get_vocab().items() if any(c.isdigit() for c in tokenizer.decode([i]))
+        )
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[EncodedEpisode, torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        episode = self.episodes[index]
+        encoded = self.base[index]
+        sizes = []
+        for support in episode.supports:
+            with Image.open(support.image) as im:
+                sizes.append(im.size)
+        rows, targets = pointer_groups(episode, encoded, self.image_token_id, self.merge, sizes, self.digit_ids)
+        return encoded, rows, targets
+
+
+def collate_with_pointer(items: Sequence[tuple[EncodedEpisode, torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    batch = collate_for_sft([it[0] for it in items])
+    length = batch["input_ids"].shape[1]
+    for key, pos in ((ROW_KEY, 1), (TARGET_KEY, 2)):
+        out = torch.zeros(len(items), length, dtype=torch.long)
+        for b, it in enumerate(items):
+            out[b, : it[pos].shape[0]] = it[pos]
+        batch[key] = out
+    return batch
+
+
+def pointer_loss(
+    attentions: Sequence[torch.Tensor], rows: torch.Tensor, targets: torch.Tensor, cfg: PointerConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean -log(attention mass on the row's targets) over supervised rows, and the mean masses (for the log)."""
+    losses, logged = [], {}
+    parts = [("search", cfg.search_layer, rows < 0)]
+    if cfg.bind:
+        parts.append(("bind", cfg.bind_layer, rows > 0))
+    for name, layer, selected in parts:
+        if not selected.any():
+            continue
+        attn = attentions[layer][:, cfg.head].float()  # (B, L, L)
+        same = (rows[:, :, None] == targets[:, None, :]) & selected[:, :, None]
+        mass = (attn * same).sum(-1)[selected]
+        losses.append(-torch.log(mass + 1e-6).mean())
+        logged[f"pointer_{name}_mass"] = float(mass.detach().mean())
+    if not losses:
+        return attentions[0].new_zeros(()), logged
+    return torch.stack(losses).sum(), logged
+
+
+class PointerSFTTrainer(FocusSFTTrainer):
+    """`FocusSFTTrainer` plus the pointer supervision (eager attention; the paper's attention loss must be off)."""
+
+    pointer: PointerConfig = PointerConfig()
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
+        if self._attention_active:
+            raise ValueError("the toy's pointer stage does not combine with the paper's attention loss")
+        inputs = dict(inputs)
+        rows, targets = inputs.pop(ROW_KEY), inputs.pop(TARGET_KEY)
+        inputs.pop("box_token_mask")
+        inputs.pop("query_image_mask")
+        outputs = model(**inputs, output_attentions=True)
+        extra, logged = pointer_loss(outputs.attentions, rows, targets, self.pointer)
+        self._record(outputs.loss, None)
+        metrics = self._metrics["train" if model.training else "eval"]
+        for key, value in logged.items():
+            metrics[key].append(value)
+        loss = outputs.loss + self.pointer.weight * extra
+        return (loss, outputs) if return_outputs else loss
+
+
+def pointer_hooks(cfg: PointerConfig, model_dir: str) -> Any:
+    """`SFTHooks` that train with the pointer supervision `cfg` (the checkpoint gives the image token and merge)."""
+    from focuskit.models.vlms import load_vlm
+    from focuskit.models.vlms.families import family_spec
+    from focuskit.training.run_sft import SFTHooks
+
+    bundle = load_vlm(model_dir, dtype="float32")
+    depth = int(bundle.model.config.get_text_config().num_hidden_layers)
+    if max(cfg.search_layer, cfg.bind_layer) >= depth:
+        raise ConfigError(f"pointer layers {cfg.search_layer}/{cfg.bind_layer} do not exist in a {depth}-layer model")
+    image_token_id = bundle.processor.tokenizer.convert_tokens_to_ids(family_spec(bundle.family).image_token)
+    merge = int(getattr(bundle.processor.image_processor, "merge_size", 2) or 2)
+    trainer = type("ConfiguredPointerTrainer", (PointerSFTTrainer,), {"pointer": cfg})
+    return SFTHooks(
+        trainer_class=trainer,
+        wrap_dataset=lambda base: PointerDataset(base, image_token_id, merge),
+        data_collator=collate_with_pointer,
+        attn_implementation="eager",
+    )
