@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--eval-instances", type=int, default=300)
     parser.add_argument("--stages", nargs="+", default=["clean:800", "mix0.75:1600"])
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=8, help="instance-stage batch size")
     parser.add_argument("--attention", default="", help="JSON AttentionLossConfig fields for every stage (empty: off)")
     parser.add_argument("--pointer", default="{}", help="JSON PointerConfig fields for the stages marked +p")
     parser.add_argument("--base", type=Path, default=None, help="reuse this locate model (same data options)")
@@ -180,7 +181,7 @@ def main() -> None:
                               "alone_scale": args.alone_scale,
                               "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
-                              "eval_instances": args.eval_instances, "pointer": pointer,
+                              "eval_instances": args.eval_instances, "pointer": pointer, "batch": args.batch,
                               "stages": [], "curve": []}  # fmt: skip
     if args.base is None:
         pre_eps = sample_episodes(pre, args.locate_steps * 8, shots=(1, 4), seed=1)
@@ -201,14 +202,14 @@ def main() -> None:
     done = 0
     for i, text in enumerate(args.stages):
         kind, frac, steps = parse_stage(text)
-        eps = sample_episodes(train, steps * 8, shots=tuple(args.train_shots), seed=10 + i, swap_roles=True,
+        eps = sample_episodes(train, steps * args.batch, shots=tuple(args.train_shots), seed=10 + i, swap_roles=True,
                               clean_rate=frac if kind in ("clean", "mix") else 0.0,
                               copy_rate=frac if kind == "copy" else 0.0)  # fmt: skip
         data = write_pool_episodes(eps, root / f"stage{i}.jsonl")
         every = max(1, steps // max(1, args.curve))
         extra = {"save_strategy": "steps", "save_steps": every, "save_total_limit": None} if args.curve else {}
         out = args.workdir / f"stage{i}"
-        stage = Stage(str(data), steps, args.lr, attention=attention, extra=extra,
+        stage = Stage(str(data), steps, args.lr, args.batch, attention=attention, extra=extra,
                       pointer=(pointer or {}) if text.endswith("+p") else None)  # fmt: skip
         res = sft_stage(current, stage, out)
         for ckpt in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
