@@ -64,11 +64,11 @@ def centre(box: torch.Tensor) -> torch.Tensor:
 
 
 def covered(box: torch.Tensor) -> torch.Tensor:
-    """(n, 16) bool: cells the boxes (n, 4) overlap."""
-    edges = torch.linspace(0, SIZE, GRID + 1)
-    in_x = (edges[1:] > box[:, None, 0]) & (edges[:-1] < box[:, None, 2])
-    in_y = (edges[1:] > box[:, None, 1]) & (edges[:-1] < box[:, None, 3])
-    return (in_y[:, :, None] & in_x[:, None, :]).flatten(1)
+    """(n, 16) bool: cells the boxes (n, 4) overlap (`grounding.covered_cells`, the toy VLM's supervision targets)."""
+    from benchmarks.toy.grounding import covered_cells
+    from focuskit.core.box import Box
+
+    return torch.stack([covered_cells(Box(*b.tolist()), (SIZE, SIZE), (GRID, GRID)) for b in box])
 
 
 def episodes(pool: dict[str, torch.Tensor], inst: torch.Tensor, role: torch.Tensor, solo: torch.Tensor,
