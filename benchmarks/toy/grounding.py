@@ -45,11 +45,17 @@ group of the keys it should attend to (the same ids)."""
 
 @dataclass(frozen=True)
 class PointerConfig:
+    """Where the supervision acts. Defaults: the read-out probe's layer 2 for search, one layer earlier for binding
+    (the support prototype must be bound before the query can be searched for it)."""
+
     weight: float = 1.0
+    """Multiplies the summed -log masses added to the LM loss."""
     search_layer: int = 2
     bind_layer: int = 1
     head: int = 0
+    """The one head supervised in each of the two layers; the others stay free."""
     bind: bool = True
+    """Also supervise box text -> support region (False: search only)."""
 
     def __post_init__(self) -> None:
         if self.weight < 0 or min(self.search_layer, self.bind_layer, self.head) < 0:
