@@ -43,7 +43,7 @@ def test_smoke_report_has_every_row_seed_and_column(smoke_run: Path) -> None:
     text = (smoke_run / "toy_ablation_smoke.md").read_text()
     assert "+ SFT + Attn (first k)" in text and "grid_l0.05_m0.25" in text
     assert "sft_attn_first5 - sft" in text and "sft_grpo - sft" in text  # paired differences
-    assert "base - locate" in text  # what the pointer-supervised match stage adds
+    assert "base - locate" in text and "base (locate + match pretraining)" in text  # the match stage, named
     assert result["base"]["curves"]["pointer_search_mass"]  # the match stage ran with its supervision
     assert (smoke_run / "toy_ablation_smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -122,17 +122,6 @@ def make_data(preset: Preset, root: Path) -> dict[str, Any]:
         "pre": write_pool_episodes(
             sample_episodes(pre, preset.pre_steps * n, shots=(1, 4), seed=1), root / "pre.jsonl"
         ),
-        "match": write_pool_episodes(
-            sample_episodes(
-                train,
-                max(1, preset.match_steps) * n,
-                shots=(1, 4),
-                seed=4,
-                swap_roles=preset.swap_roles,
-                clean_rate=preset.clean_rate,
-            ),
-            root / "match.jsonl",
-        ),
         "train": write_pool_episodes(
             sample_episodes(
                 train,
@@ -158,6 +147,10 @@ def make_data(preset: Preset, root: Path) -> dict[str, Any]:
             root / "eval.jsonl",
         ),
     }
+    if preset.match_steps:  # the base's pointer-supervised stage: its own draw of training episodes
+        match = sample_episodes(train, preset.match_steps * n, shots=(1, 4), seed=4, swap_roles=preset.swap_roles,
+                                clean_rate=preset.clean_rate)  # fmt: skip
+        files["match"] = write_pool_episodes(match, root / "match.jsonl")
     frames = [f.path for pool in (pre, train, held) for inst in pool for f in inst.frames]
     frames += [f.path for inst in train for solo in inst.alone for f in solo]
     return {"files": {k: str(v) for k, v in files.items()}, "frames": frames, "seconds": time.perf_counter() - t0}

@@ -17,7 +17,7 @@ from focuskit.core.io import atomic_write_figure
 
 LABELS = {
     "locate": "locate-pretrained only",
-    "base": "base (locate + match pretraining)",
+    "base": "base (locate-pretrained, no instance training)",
     "grpo": "+ GRPO",
     "sft": "+ SFT",
     "sft_grpo": "+ SFT + GRPO",
@@ -121,7 +121,8 @@ def markdown(result: dict[str, Any]) -> str:
         attn = " / ".join(f"{100 * a[n]:.0f}%" for n in parts) if a else "-"
         cells += [f"{100 * s['pick_rate'][kmax]:.1f}%{se}", _percent(s["iou_any"][kmax]),
                   f"{s['area_ratio'][kmax]:.2f}", attn, f"{s['train_seconds']:.0f}"]  # fmt: skip
-        lines.append(f"| {LABELS.get(name, name)} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
+        label = "base (locate + match pretraining)" if name == "base" and preset.get("match_steps") else None
+        lines.append(f"| {label or LABELS.get(name, name)} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     diff_lines = ["| A - B | mIoU (points, mean over k) | pick rate (points) | seeds |", "|---|---:|---:|---:|"]
     names = set(summary)
     comps = [c for c in COMPARISONS if c[0] in names and c[1] in names]
