@@ -118,6 +118,13 @@ def main() -> None:
     model_overrides, attention, pointer = (_json_object(parser, flag, text) for flag, text in
                                            (("--model-json", args.model_json), ("--attention", args.attention),
                                             ("--pointer", args.pointer)))  # fmt: skip
+    try:  # a bad --pointer is a usage error now, not a traceback after the data and the locate stage
+        from benchmarks.toy.grounding import PointerConfig
+        from focuskit.core.errors import ConfigError
+
+        PointerConfig(**(pointer or {}))
+    except (TypeError, ConfigError) as e:
+        parser.error(f"--pointer: {e}")
     if args.plot:
         print(plot_experiments(args.workdir, args.plot))
         return
