@@ -109,6 +109,12 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["clean:800", "mix0.75:1600"])
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=8, help="instance-stage batch size")
+    parser.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=("cosine", "constant_with_warmup", "linear"),
+        help="instance-stage learning-rate schedule (the read-out probe's is constant)",
+    )
     parser.add_argument("--attention", default="", help="JSON AttentionLossConfig fields for every stage (empty: off)")
     parser.add_argument("--pointer", default="{}", help="JSON PointerConfig fields for the stages marked +p")
     parser.add_argument("--base", type=Path, default=None, help="reuse this locate model (same data options)")
@@ -189,6 +195,7 @@ def main() -> None:
                               "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "pointer": pointer, "batch": args.batch,
+                              "schedule": args.schedule,
                               "stages": [], "curve": []}  # fmt: skip
     if args.base is None:
         pre_eps = sample_episodes(pre, args.locate_steps * 8, shots=(1, 4), seed=1)
@@ -214,7 +221,9 @@ def main() -> None:
                               copy_rate=frac if kind == "copy" else 0.0)  # fmt: skip
         data = write_pool_episodes(eps, root / f"stage{i}.jsonl")
         every = max(1, steps // max(1, args.curve))
-        extra = {"save_strategy": "steps", "save_steps": every, "save_total_limit": None} if args.curve else {}
+        extra: dict[str, Any] = {"lr_scheduler_type": args.schedule}
+        if args.curve:
+            extra |= {"save_strategy": "steps", "save_steps": every, "save_total_limit": None}
         out = args.workdir / f"stage{i}"
         stage = Stage(str(data), steps, args.lr, args.batch, attention=attention, extra=extra,
                       pointer=(pointer or {}) if text.endswith("+p") else None)  # fmt: skip
