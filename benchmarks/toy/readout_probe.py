@@ -38,15 +38,17 @@ CELL_CENTRES = (torch.stack(torch.meshgrid(torch.arange(GRID), torch.arange(GRID
 """(16, 2) x, y of each cell's centre, row-major."""
 
 
-def load_pool(workdir: Path, seed: int, instances: int) -> dict[str, torch.Tensor]:
-    """Rendered instances (visible-group look-alikes, 3 attribute changes) as CNN tokens: frames and solo frames."""
+def load_pool(workdir: Path, seed: int, instances: int, mutations: tuple[int, int] = (3, 3)) -> dict[str, torch.Tensor]:
+    """Rendered instances (visible-group look-alikes, `mutations` attribute changes) as CNN tokens: frames and solo
+    frames. (3, 3) are the easy look-alikes of the probe's runs; the toy VLM's data uses synth's default (1, 2)."""
     from benchmarks.toy.oracle import FeatureMaps
     from benchmarks.toy.pool import VISIBLE_GROUPS, render_pool
     from focuskit.data.synth import SynthConfig
 
     config = SynthConfig(objects=2, seed=seed, image_size=SIZE, backgrounds=("gradient",), min_scale=0.25,
-                         max_scale=0.45, mutations=(3, 3))  # fmt: skip
-    pool = render_pool(config, workdir / f"pool{seed}", instances, 6, alone=3, groups=VISIBLE_GROUPS)
+                         max_scale=0.45, mutations=mutations)  # fmt: skip
+    name = f"pool{seed}" if mutations == (3, 3) else f"pool{seed}_m{mutations[0]}{mutations[1]}"
+    pool = render_pool(config, workdir / name, instances, 6, alone=3, groups=VISIBLE_GROUPS)
     maps = FeatureMaps(2.0, GRID)
 
     def tokens(frames: Any) -> np.ndarray:
@@ -167,13 +169,22 @@ def main() -> None:
     parser.add_argument("--aux-until", type=int, default=2500)
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mutations",
+        type=int,
+        nargs=2,
+        default=(3, 3),
+        metavar=("MIN", "MAX"),
+        help="attributes a look-alike changes (3 3: easy; the toy VLM's data: 1 2)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     from focuskit.core.io import atomic_write_json
 
     torch.set_num_threads(1)
-    train_pool = load_pool(args.workdir, 211, args.train_instances)
-    held = load_pool(args.workdir, 311, args.eval_instances)
+    mutations = (args.mutations[0], args.mutations[1])
+    train_pool = load_pool(args.workdir, 211, args.train_instances, mutations)
+    held = load_pool(args.workdir, 311, args.eval_instances, mutations)
     runs = [train(v, train_pool, held, args) for v in args.variants]
     atomic_write_json(args.out, {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=1)
     print(f"wrote {args.out}")
