@@ -118,6 +118,9 @@ def main() -> None:
     parser.add_argument("--attention", default="", help="JSON AttentionLossConfig fields for every stage (empty: off)")
     parser.add_argument("--pointer", default="{}", help="JSON PointerConfig fields for the stages marked +p")
     parser.add_argument("--base", type=Path, default=None, help="reuse this locate model (same data options)")
+    parser.add_argument("--start-step", type=int, default=0,
+                        help="continue a run whose --base is its last stage's model: curve steps count from here and "
+                             "stage episodes are drawn afresh (seeded by it)")  # fmt: skip
     parser.add_argument("--reeval", nargs="+", default=None, help="only evaluate these models (balanced held-out)")
     parser.add_argument("--curve", type=int, default=4, help="checkpoints evaluated per stage")
     args = parser.parse_args()
@@ -195,7 +198,7 @@ def main() -> None:
                               "train_shots": list(args.train_shots), "model_config": model,
                               "groups": args.groups, "train_instances": args.train_instances,
                               "eval_instances": args.eval_instances, "pointer": pointer, "batch": args.batch,
-                              "schedule": args.schedule,
+                              "schedule": args.schedule, "start_step": args.start_step,
                               "stages": [], "curve": []}  # fmt: skip
     if args.base is None:
         pre_eps = sample_episodes(pre, args.locate_steps * 8, shots=(1, 4), seed=1)
@@ -213,10 +216,11 @@ def main() -> None:
     r = ev(current)
     record["base"] = {k: v for k, v in r.items() if k not in ("picks", "ious")}
     print(f"base: {record['base']}", flush=True)
-    done = 0
+    done = args.start_step
     for i, text in enumerate(args.stages):
         kind, frac, steps = parse_stage(text)
-        eps = sample_episodes(train, steps * args.batch, shots=tuple(args.train_shots), seed=10 + i, swap_roles=True,
+        eps = sample_episodes(train, steps * args.batch, shots=tuple(args.train_shots), seed=10 + i + args.start_step,
+                              swap_roles=True,
                               clean_rate=frac if kind in ("clean", "mix") else 0.0,
                               copy_rate=frac if kind == "copy" else 0.0)  # fmt: skip
         data = write_pool_episodes(eps, root / f"stage{i}.jsonl")
