@@ -24,19 +24,21 @@ pretraining stage; the ablation's rows (SFT, the paper's attention loss, GRPO) t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
 from focuskit.core.box import Box
-from focuskit.core.episode import Episode
+from focuskit.core.episode import Episode, ImageRef
 from focuskit.core.errors import ConfigError
 from focuskit.models.vlms.encoding import EncodedEpisode, image_token_runs
 from focuskit.training.sft_data import collate_for_sft
-from focuskit.training.sft_trainer import FocusSFTTrainer
+from focuskit.training.sft_trainer import FocusSFTTrainer, split_masks
 
 ROW_KEY, TARGET_KEY = "pointer_row_group", "pointer_target_group"
 """Batch tensors (B, L) int64: a supervised row's group (0: none; -1 search; j + 1 binding for support j) and the
@@ -114,6 +116,18 @@ def pointer_groups(
     return rows, targets
 
 
+def _image_size(image: ImageRef) -> tuple[int, int]:
+    """(width, height) of an in-memory image, or of a file from its header (read once per path)."""
+    return image.size if isinstance(image, Image.Image) else _file_image_size(str(image))
+
+
+@functools.lru_cache(maxsize=65536)
+def _file_image_size(path: str) -> tuple[int, int]:
+    """A pool's frames recur across episodes, so each file's header is read once per process."""
+    with Image.open(path) as im:
+        return im.size
+
+
 class PointerDataset(torch.utils.data.Dataset):
     """An `SFTDataset` whose items also carry the pointer groups."""
 
@@ -129,14 +143,9 @@ class PointerDataset(torch.utils.data.Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[EncodedEpisode, torch.Tensor, torch.Tensor]:
-        from PIL import Image
-
         episode = self.episodes[index]
         encoded = self.base[index]
-        sizes = []
-        for support in episode.supports:
-            with Image.open(support.image) as im:
-                sizes.append(im.size)
+        sizes = [_image_size(s.image) for s in episode.supports]
         rows, targets = pointer_groups(episode, encoded, self.image_token_id, self.merge, sizes, self.digit_ids)
         return encoded, rows, targets
 
@@ -187,10 +196,8 @@ class PointerSFTTrainer(FocusSFTTrainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         if self._attention_active:
             raise ValueError("the toy's pointer stage does not combine with the paper's attention loss")
-        inputs = dict(inputs)
+        inputs, _, _ = split_masks(inputs)
         rows, targets = inputs.pop(ROW_KEY), inputs.pop(TARGET_KEY)
-        inputs.pop("box_token_mask")
-        inputs.pop("query_image_mask")
         outputs = model(**inputs, output_attentions=True)
         extra, logged = pointer_loss(outputs.attentions, rows, targets, self.pointer)
         self._record(outputs.loss, None)
@@ -202,17 +209,24 @@ class PointerSFTTrainer(FocusSFTTrainer):
 
 
 def pointer_hooks(cfg: PointerConfig, model_dir: str) -> Any:
-    """`SFTHooks` that train with the pointer supervision `cfg` (the checkpoint gives the image token and merge)."""
-    from focuskit.models.vlms import load_vlm
+    """`SFTHooks` that train with the pointer supervision `cfg`.
+
+    The checkpoint's config gives the depth and its processor the image token and merge size; its weights are not
+    read here (the SFT run loads them).
+    """
+    from transformers import AutoConfig, AutoProcessor
+
+    from focuskit.models.vlms import inspect_checkpoint
     from focuskit.models.vlms.families import family_spec
     from focuskit.training.run_sft import SFTHooks
 
-    bundle = load_vlm(model_dir, dtype="float32")
-    depth = int(bundle.model.config.get_text_config().num_hidden_layers)
+    info = inspect_checkpoint(model_dir)
+    depth = int(AutoConfig.from_pretrained(info.source).get_text_config().num_hidden_layers)
     if max(cfg.search_layer, cfg.bind_layer) >= depth:
         raise ConfigError(f"pointer layers {cfg.search_layer}/{cfg.bind_layer} do not exist in a {depth}-layer model")
-    image_token_id = bundle.processor.tokenizer.convert_tokens_to_ids(family_spec(bundle.family).image_token)
-    merge = int(getattr(bundle.processor.image_processor, "merge_size", 2) or 2)
+    processor = AutoProcessor.from_pretrained(info.source)
+    image_token_id = processor.tokenizer.convert_tokens_to_ids(family_spec(info.family).image_token)
+    merge = int(getattr(processor.image_processor, "merge_size", 2) or 2)
     trainer = type("ConfiguredPointerTrainer", (PointerSFTTrainer,), {"pointer": cfg})
     return SFTHooks(
         trainer_class=trainer,

@@ -30,6 +30,17 @@ logger = logging.getLogger(__name__)
 MASK_KEYS = ("box_token_mask", "query_image_mask")
 
 
+def split_masks(inputs: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """(model inputs, box_token_mask, query_image_mask) of a `collate_for_sft` batch, which is left unchanged.
+
+    The masks are ours, not the model's: a forward that received them would fail, so every trainer that extends
+    `FocusSFTTrainer` takes them out here.
+    """
+    model_inputs = dict(inputs)
+    box_mask, query_mask = (model_inputs.pop(key) for key in MASK_KEYS)
+    return model_inputs, box_mask, query_mask
+
+
 class FocusSFTTrainer(Trainer):
     """A `Trainer` whose loss adds the attention loss and which logs `lm_loss`, `attn_loss` and `attn_margin`.
 
@@ -61,9 +72,7 @@ class FocusSFTTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        inputs = dict(inputs)
-        box_mask = inputs.pop("box_token_mask")
-        query_mask = inputs.pop("query_image_mask")
+        inputs, box_mask, query_mask = split_masks(inputs)
         if "labels" not in inputs:
             raise ValueError("SFT batches need 'labels' (encode episodes with with_answer=True)")
         attention: AttentionLossOutput | None = None
