@@ -11,11 +11,17 @@ There is no box text, chat template or image processor. Three ways to read the a
 * `cls+aux`: `cls`, plus attention supervision. Head 0 of layer `--aux-layer`, from the answer token, is trained
   to put its mass on the target's query cells (`-log mass`) for the first `--aux-until` steps, then left alone.
 
+Three options move the input step by step toward the toy VLM's, to find which step the skill does not survive:
+`--support scene` (support frames hold both objects, and a learned embedding added to the target's cells stands
+in for its box text, so the support must be read through its box, as in the VLM), `--shots k` (k supports), and
+`--filler N` (N learned template tokens before the supports, standing in for the chat template and prompt text).
+
 Each variant prints held-out pick rate (the predicted cell's centre nearer the target's than the look-alike's) on
 position-balanced episodes (every held-out instance with each object as the target), and writes
-`benchmarks/results/toy_readout_probe.json`.
+`benchmarks/results/toy_readout_probe.json` (appended to its `runs`, each with its settings).
 
     python -m benchmarks.toy.readout_probe --steps 4000        # about 4 min per variant on one core
+    python -m benchmarks.toy.readout_probe --variants cls+aux --support scene --shots 4 --filler 40
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,35 +80,73 @@ def covered(box: torch.Tensor) -> torch.Tensor:
     return torch.stack([covered_cells(Box(*b.tolist()), (SIZE, SIZE), (GRID, GRID)) for b in box])
 
 
-def episodes(pool: dict[str, torch.Tensor], inst: torch.Tensor, role: torch.Tensor, solo: torch.Tensor,
-             query: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """Support tokens (the role object alone), query tokens, target cell, target and look-alike boxes."""
+@dataclass(frozen=True)
+class Episodes:
+    """A batch of probe episodes: k supports, one query, the answer cell and the two query boxes."""
+
+    support: torch.Tensor
+    """(n, k, 16, 96) CNN tokens of the supports."""
+    marked: torch.Tensor
+    """(n, k, 16) bool: support cells the target's box covers (all False for solo supports: no box is given)."""
+    query: torch.Tensor
+    """(n, 16, 96)."""
+    label: torch.Tensor
+    """(n,) the query cell holding the target's centre."""
+    target: torch.Tensor
+    other: torch.Tensor
+    """(n, 4) the target's and the look-alike's query boxes."""
+
+
+def episodes(pool: dict[str, torch.Tensor], inst: torch.Tensor, role: torch.Tensor, views: torch.Tensor,
+             query: torch.Tensor, scene: bool) -> Episodes:  # fmt: skip
+    """`views` (n, k): solo frames of the target (`scene` False) or frames holding both objects, the target's cells
+    marked (`scene` True: the stand-in for a support's box text); `query` (n,) a frame index."""
     n = torch.arange(len(inst))
-    support = pool["alone"][inst, role, solo]
+    if scene:
+        support = pool["frames"][inst[:, None], views]
+        marked = covered(pool["boxes"][inst[:, None], views, role[:, None]].flatten(0, 1)).view(*views.shape, -1)
+    else:
+        support = pool["alone"][inst[:, None], role[:, None], views]
+        marked = torch.zeros(*views.shape, GRID * GRID, dtype=torch.bool)
     boxes = pool["boxes"][inst, query]
     target, other = boxes[n, role], boxes[n, 1 - role]
     label = ((centre(target)[:, None] - CELL_CENTRES[None]) ** 2).sum(-1).argmin(-1)
-    return support, pool["frames"][inst, query], label, target, other
+    return Episodes(support, marked, pool["frames"][inst, query], label, target, other)
+
+
+def draw_views(batch: int, shots: int, scene: bool, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, shots) distinct support views and (batch,) a query frame that is none of them."""
+    if scene:  # 6 frames: supports and query all distinct
+        order = torch.argsort(torch.rand(batch, 6, generator=g), -1)
+        return order[:, :shots], order[:, shots]
+    views = torch.argsort(torch.rand(batch, 3, generator=g), -1)[:, :shots]
+    return views, torch.randint(6, (batch,), generator=g)
 
 
 class ProbeModel(nn.Module):
-    def __init__(self, hidden: int, layers: int, heads: int, readout: str) -> None:
+    """Tokens: [filler template] support 1 .. k, query, answer. `filler` learned template tokens stand in for the
+    VLM's chat template and prompt text, which the answer's attention must look past."""
+
+    def __init__(self, hidden: int, layers: int, heads: int, readout: str, filler: int = 0) -> None:
         from transformers import Qwen2Config, Qwen2Model
 
         super().__init__()
         config = Qwen2Config(vocab_size=8, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                              num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
-                             max_position_embeddings=64, attn_implementation="eager")  # fmt: skip
+                             max_position_embeddings=512, attn_implementation="eager")  # fmt: skip
         self.lm = Qwen2Model(config)
         self.project = nn.Linear(96, hidden)
         self.cell = nn.Parameter(torch.randn(GRID * GRID, hidden) * 0.02)
         self.segment = nn.Parameter(torch.randn(3, hidden) * 0.02)  # support, query, answer
+        self.box = nn.Parameter(torch.randn(hidden) * 0.02)  # added to a scene support's target cells
+        self.filler = nn.Parameter(torch.randn(filler, hidden) * 0.02)
         self.head = nn.Linear(hidden, GRID * GRID) if readout != "pointer" else nn.Linear(hidden, hidden)
         self.readout = readout
 
-    def forward(self, support: torch.Tensor, query: torch.Tensor, attentions: bool = False) -> Any:
-        n = query.shape[0]
-        x = torch.cat([self.project(support) + self.cell + self.segment[0], self.project(query) + self.cell
+    def forward(self, ep: Episodes, attentions: bool = False) -> Any:
+        n = ep.query.shape[0]
+        support = self.project(ep.support) + self.cell + self.segment[0] + ep.marked[..., None] * self.box
+        x = torch.cat([self.filler.expand(n, -1, -1), support.flatten(1, 2), self.project(ep.query) + self.cell
                        + self.segment[1], self.segment[2].expand(n, 1, -1)], 1)  # fmt: skip
         out = self.lm(inputs_embeds=x, output_attentions=attentions)
         last = out.last_hidden_state
@@ -112,21 +157,25 @@ class ProbeModel(nn.Module):
         return logits, out.attentions
 
 
-def pick_rate(model: ProbeModel, pool: dict[str, torch.Tensor]) -> float:
+def pick_rate(model: ProbeModel, pool: dict[str, torch.Tensor], shots: int, scene: bool) -> float:
+    """Held-out, position-balanced: every instance with each object as the target, supports views 0 .. k-1, query
+    frame 5."""
     n = pool["frames"].shape[0]
     inst = torch.arange(n).repeat(2)
     role = torch.cat([torch.zeros(n), torch.ones(n)]).long()
-    support, query, _, target, other = episodes(pool, inst, role, torch.zeros_like(inst), torch.full_like(inst, 5))
+    views = torch.arange(shots).expand(len(inst), shots)
+    ep = episodes(pool, inst, role, views, torch.full_like(inst, 5), scene)
     model.eval()
     with torch.no_grad():
-        cell = CELL_CENTRES[model(support, query)[0].argmax(-1)]
+        cell = CELL_CENTRES[model(ep)[0].argmax(-1)]
     model.train()
-    return float((((cell - centre(target)) ** 2).sum(-1) < ((cell - centre(other)) ** 2).sum(-1)).float().mean())
+    return float((((cell - centre(ep.target)) ** 2).sum(-1) < ((cell - centre(ep.other)) ** 2).sum(-1)).float().mean())
 
 
 def train(variant: str, train_pool: dict[str, torch.Tensor], held: dict[str, torch.Tensor], args: Any) -> dict:
     torch.manual_seed(args.seed)
-    model = ProbeModel(args.hidden, args.layers, args.heads, "pointer" if variant == "pointer" else "cls")
+    model = ProbeModel(args.hidden, args.layers, args.heads, "pointer" if variant == "pointer" else "cls", args.filler)
+    scene = args.support == "scene"
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(1)
     n = train_pool["frames"].shape[0]
@@ -134,20 +183,25 @@ def train(variant: str, train_pool: dict[str, torch.Tensor], held: dict[str, tor
     for step in range(1, args.steps + 1):
         inst = torch.randint(n, (args.batch,), generator=g)
         role = torch.randint(2, (args.batch,), generator=g)
-        solo = torch.randint(3, (args.batch,), generator=g)
-        query = torch.randint(6, (args.batch,), generator=g)
-        support, q, label, target, _ = episodes(train_pool, inst, role, solo, query)
+        views, query = draw_views(args.batch, args.shots, scene, g)
+        ep = episodes(train_pool, inst, role, views, query, scene)
         aux = variant == "cls+aux" and step <= args.aux_until
-        logits, attentions = model(support, q, attentions=aux)
-        loss = F.cross_entropy(logits, label)
+        logits, attentions = model(ep, attentions=aux)
+        loss = F.cross_entropy(logits, ep.label)
         if aux:
-            mass = (attentions[args.aux_layer][:, 0, -1, -1 - GRID * GRID : -1] * covered(target)).sum(-1)
+            mass = (attentions[args.aux_layer][:, 0, -1, -1 - GRID * GRID : -1] * covered(ep.target)).sum(-1)
             loss = loss - torch.log(mass + 1e-6).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % args.every == 0:
-            curve.append({"step": step, "pick": pick_rate(model, held), "seconds": round(time.perf_counter() - t0)})
+            curve.append(
+                {
+                    "step": step,
+                    "pick": pick_rate(model, held, args.shots, scene),
+                    "seconds": round(time.perf_counter() - t0),
+                }
+            )
             print(variant, json.dumps(curve[-1]), flush=True)
     return {"variant": variant, "curve": curve, "final_pick": curve[-1]["pick"] if curve else None}
 
@@ -177,17 +231,28 @@ def main() -> None:
         metavar=("MIN", "MAX"),
         help="attributes a look-alike changes (3 3: easy; the toy VLM's data: 1 2)",
     )
+    parser.add_argument("--support", choices=["alone", "scene"], default="alone",
+                        help="alone: solo frames of the target; scene: frames with both objects, the target's cells "
+                        "marked by a learned embedding (the stand-in for a support's box text)")  # fmt: skip
+    parser.add_argument("--shots", type=int, default=1, help="supports per episode (alone: at most 3; scene: 5)")
+    parser.add_argument("--filler", type=int, default=0, help="learned template tokens before the supports")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if not 1 <= args.shots <= (5 if args.support == "scene" else 3):
+        parser.error(f"--shots {args.shots}: {args.support} supports allow 1-{5 if args.support == 'scene' else 3}")
     from focuskit.core.io import atomic_write_json
 
     torch.set_num_threads(1)
     mutations = (args.mutations[0], args.mutations[1])
     train_pool = load_pool(args.workdir, 211, args.train_instances, mutations)
     held = load_pool(args.workdir, 311, args.eval_instances, mutations)
-    runs = [train(v, train_pool, held, args) for v in args.variants]
-    atomic_write_json(args.out, {"settings": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=1)
-    print(f"wrote {args.out}")
+    settings = {k: str(v) for k, v in vars(args).items() if k != "out"}
+    runs = [{**train(v, train_pool, held, args), "settings": settings} for v in args.variants]
+    # appended: the file is the record of every probe run (the earliest ones share its top-level settings)
+    data = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
+    data["runs"] = [*data["runs"], *runs]
+    atomic_write_json(args.out, data, indent=1)
+    print(f"appended {len(runs)} run(s) to {args.out}")
 
 
 if __name__ == "__main__":
