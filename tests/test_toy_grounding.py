@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.toy.grounding import (
+    BOUND,
     PointerConfig,
     PointerDataset,
     collate_with_pointer,
@@ -81,6 +82,8 @@ def test_rows_and_targets_of_an_encoded_episode(model_dir: Path, episodes_file: 
         box_text = encoded.box_token_mask[0].nonzero().flatten()
         box_text = box_text[(box_text >= runs[j][1]) & (box_text < runs[j + 1][0])]
         assert bound.tolist() == [int(box_text.max())]
+        assert int(targets[bound]) == BOUND  # the gather step's key: the token that bind fills with the target
+    assert int((targets == BOUND).sum()) == len(episode.supports)
     batch = collate_with_pointer([dataset[0], dataset[1]])
     assert batch["pointer_row_group"].shape == batch["input_ids"].shape
 
@@ -100,9 +103,26 @@ def test_loss_is_minus_log_of_the_mass_on_the_targets() -> None:
     assert no_bind.item() == pytest.approx(-torch.log(torch.tensor(0.25)).item(), rel=1e-4)
 
 
+def test_gather_puts_the_search_rows_mass_on_the_bound_box_tokens() -> None:
+    rows = torch.tensor([[0, 1, 0, -1]])
+    targets = torch.tensor([[1, BOUND, -1, 0]])  # key 0: support cell; key 1: support's last box token; key 2: query
+    attn = torch.zeros(1, 1, 4, 4)
+    attn[0, 0, 1] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # bind row: all on its cell
+    attn[0, 0, 3] = torch.tensor([0.0, 0.2, 0.8, 0.0])  # search row
+    cfg = PointerConfig(search_layer=2, bind_layer=0, gather_layer=1)
+    _, logged = pointer_loss([attn, attn, attn], rows, targets, cfg)
+    assert logged == pytest.approx({"pointer_search_mass": 0.8, "pointer_bind_mass": 1.0, "pointer_gather_mass": 0.2})
+    with pytest.raises(ConfigError, match="gather"):
+        PointerConfig(search_layer=2, bind_layer=1, gather_layer=2)  # gather must come before search
+    with pytest.raises(ConfigError, match="gather"):
+        PointerConfig(search_layer=3, bind_layer=1, gather_layer=2, bind=False)  # nothing bound to gather
+
+
 def test_layers_beyond_the_model_are_refused(model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="2-layer model"):
         pointer_hooks(PointerConfig(search_layer=2), str(model_dir))
+    with pytest.raises(ConfigError, match="layer 3 does not exist"):
+        pointer_hooks(PointerConfig(search_layer=3, bind_layer=0, gather_layer=1), str(model_dir))
     with pytest.raises(ConfigError):
         PointerConfig(weight=-1.0)
 

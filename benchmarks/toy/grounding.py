@@ -17,6 +17,11 @@ pretraining; the toy's randomly initialised LM does not, so the toy's "match" pr
 * **bind**: in layer `bind_layer`, head `head`, the last token of each support's box text (it has read all four
   coordinates) puts its mass on the image tokens of its own support that its box covers (box text -> region, the
   binding of Qwen2-VL's grounding pretraining).
+* **gather** (optional, `gather_layer`): in that layer, head `head`, the search rows put their mass on the supports'
+  last box-text tokens, which bind has filled with what the target looks like. It is the hop between bind and
+  search: the answer must first fetch the target's appearance before it can look for it in the query. The read-out
+  probe with boxed (two-object) supports learns nothing without this hop (docs/toy_ablation.md, section 4b).
+  Data flow sets the order: `bind_layer < gather_layer < search_layer`.
 
 The loss is `weight * mean over supervised rows of -log(mass)`, added to the LM loss. It is only used by the toy's
 pretraining stage; the ablation's rows (SFT, the paper's attention loss, GRPO) train without it.
@@ -42,7 +47,9 @@ from focuskit.training.sft_trainer import FocusSFTTrainer, split_masks
 
 ROW_KEY, TARGET_KEY = "pointer_row_group", "pointer_target_group"
 """Batch tensors (B, L) int64: a supervised row's group (0: none; -1 search; j + 1 binding for support j) and the
-group of the keys it should attend to (the same ids)."""
+group of the keys it should attend to (the same ids, and `BOUND` at the supports' last box-text tokens)."""
+BOUND = -2
+"""Target group of each support's last box-text token: the keys of the gather step."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +65,19 @@ class PointerConfig:
     """The one head supervised in each of the two layers; the others stay free."""
     bind: bool = True
     """Also supervise box text -> support region (False: search only)."""
+    gather_layer: int | None = None
+    """Also supervise answer -> the supports' bound box-text tokens in this layer (None: no gather step)."""
 
     def __post_init__(self) -> None:
         if self.weight < 0 or min(self.search_layer, self.bind_layer, self.head) < 0:
             raise ConfigError(f"pointer supervision needs a weight >= 0 and layer/head indices >= 0, got {self}")
+        ordered = self.gather_layer is None or (self.bind and self.bind_layer < self.gather_layer < self.search_layer)
+        if not ordered:
+            raise ConfigError(f"a gather step needs bind on and bind_layer < gather_layer < search_layer, got {self}")
+
+    @property
+    def deepest_layer(self) -> int:
+        return max(self.search_layer, self.bind_layer, self.gather_layer or 0)
 
 
 def covered_cells(box: Box, image_size: tuple[int, int], grid: tuple[int, int]) -> torch.Tensor:
@@ -106,7 +122,9 @@ def pointer_groups(
         mark(runs[j], grids[j], support.box, support_sizes[j], j + 1)
         span = torch.zeros(length, dtype=torch.bool)
         span[runs[j][1] : runs[j + 1][0]] = True
-        rows[int((span & box_tokens).nonzero().max())] = j + 1
+        last_box_token = int((span & box_tokens).nonzero().max())
+        rows[last_box_token] = j + 1
+        targets[last_box_token] = BOUND
     if episode.query_box is not None and encoded.labels is not None:
         mark(runs[-1], grids[-1], episode.query_box, encoded.query_image_size, -1)
         answer = (encoded.labels[0] != -100).nonzero().flatten().tolist()
@@ -166,14 +184,17 @@ def pointer_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean -log(attention mass on the row's targets) over supervised rows, and the mean masses (for the log)."""
     losses, logged = [], {}
-    parts = [("search", cfg.search_layer, rows < 0)]
+    match = rows[:, :, None] == targets[:, None, :]
+    parts = [("search", cfg.search_layer, rows < 0, match)]
     if cfg.bind:
-        parts.append(("bind", cfg.bind_layer, rows > 0))
-    for name, layer, selected in parts:
+        parts.append(("bind", cfg.bind_layer, rows > 0, match))
+    if cfg.gather_layer is not None:
+        parts.append(("gather", cfg.gather_layer, rows < 0, (targets == BOUND)[:, None, :].expand_as(match)))
+    for name, layer, selected, keys in parts:
         if not selected.any():
             continue
         attn = attentions[layer][:, cfg.head].float()  # (B, L, L)
-        same = (rows[:, :, None] == targets[:, None, :]) & selected[:, :, None]
+        same = keys & selected[:, :, None]
         mass = (attn * same).sum(-1)[selected]
         losses.append(-torch.log(mass + 1e-6).mean())
         logged[f"pointer_{name}_mass"] = float(mass.detach().mean())
@@ -222,8 +243,8 @@ def pointer_hooks(cfg: PointerConfig, model_dir: str) -> Any:
 
     info = inspect_checkpoint(model_dir)
     depth = int(AutoConfig.from_pretrained(info.source).get_text_config().num_hidden_layers)
-    if max(cfg.search_layer, cfg.bind_layer) >= depth:
-        raise ConfigError(f"pointer layers {cfg.search_layer}/{cfg.bind_layer} do not exist in a {depth}-layer model")
+    if cfg.deepest_layer >= depth:
+        raise ConfigError(f"pointer layer {cfg.deepest_layer} does not exist in a {depth}-layer model")
     processor = AutoProcessor.from_pretrained(info.source)
     image_token_id = processor.tokenizer.convert_tokens_to_ids(family_spec(info.family).image_token)
     merge = int(getattr(processor.image_processor, "merge_size", 2) or 2)

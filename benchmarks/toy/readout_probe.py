@@ -10,6 +10,8 @@ There is no box text, chat template or image processor. Three ways to read the a
 * `pointer`: the answer state (through a linear map) dotted with each query token's last state (a pointer network);
 * `cls+aux`: `cls`, plus attention supervision. Head 0 of layer `--aux-layer`, from the answer token, is trained
   to put its mass on the target's query cells (`-log mass`) for the first `--aux-until` steps, then left alone.
+  With `--gather-layer L` (scene supports), head 0 of layer L is also trained, from the answer token, to look at
+  the supports' marked cells: first gather what the target looks like, then search the query for it.
 
 Three options move the input step by step toward the toy VLM's, to find which step the skill does not survive:
 `--support scene` (support frames hold both objects, and a learned embedding added to the target's cells stands
@@ -191,6 +193,10 @@ def train(variant: str, train_pool: dict[str, torch.Tensor], held: dict[str, tor
         if aux:
             mass = (attentions[args.aux_layer][:, 0, -1, -1 - GRID * GRID : -1] * covered(ep.target)).sum(-1)
             loss = loss - torch.log(mass + 1e-6).mean()
+            if args.gather_layer is not None and scene:  # answer -> the supports' marked (target) cells
+                keys = slice(args.filler, args.filler + ep.marked[0].numel())
+                gathered = (attentions[args.gather_layer][:, 0, -1, keys] * ep.marked.flatten(1)).sum(-1)
+                loss = loss - torch.log(gathered + 1e-6).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -221,6 +227,9 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--aux-layer", type=int, default=2)
     parser.add_argument("--aux-until", type=int, default=2500)
+    parser.add_argument("--gather-layer", type=int, default=None,
+                        help="with --support scene and cls+aux: also supervise head 0 of this layer, from the answer "
+                        "token, to look at the supports' marked cells (gather, then search)")  # fmt: skip
     parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
