@@ -57,17 +57,24 @@ def load_pool(workdir: Path, seed: int, instances: int, mutations: tuple[int, in
     config = SynthConfig(objects=2, seed=seed, image_size=SIZE, backgrounds=("gradient",), min_scale=0.25,
                          max_scale=0.45, mutations=mutations)  # fmt: skip
     name = f"pool{seed}" if mutations == (3, 3) else f"pool{seed}_m{mutations[0]}{mutations[1]}"
+    cache = workdir / f"{name}_{instances}_tokens.pt"
+    if cache.is_file():  # the CNN pass is most of a short run's time; the pool is fixed by its seed and options
+        return torch.load(cache)
     pool = render_pool(config, workdir / name, instances, 6, alone=3, groups=VISIBLE_GROUPS)
     maps = FeatureMaps(2.0, GRID)
 
     def tokens(frames: Any) -> np.ndarray:
         return np.stack([maps(f.path) for f in frames])
 
-    return {
+    out = {
         "frames": torch.tensor(np.stack([tokens(p.frames) for p in pool])),
         "boxes": torch.tensor([[[b.as_list() for b in f.boxes] for f in p.frames] for p in pool]),
         "alone": torch.tensor(np.stack([np.stack([tokens(a) for a in p.alone]) for p in pool])),
     }
+    partial = cache.with_suffix(".partial")
+    torch.save(out, partial)
+    partial.replace(cache)
+    return out
 
 
 def centre(box: torch.Tensor) -> torch.Tensor:
