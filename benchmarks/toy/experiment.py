@@ -47,13 +47,14 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
             {"step": run.get("start_step", 0), "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]},
             *run["curve"],
         ]
-        label = f"{name} (k={run.get('eval_k', 4)}, chance {100 / run.get('objects', 2):.0f}%)"
+        batch, k, chance = run.get("batch", 8), run.get("eval_k", 4), 100 / run.get("objects", 2)
+        label = f"{name} (batch {batch}, k={k}, chance {chance:.0f}%)"
         line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{label}: full")[0]
         ax.plot([p["step"] for p in pts], [100 * p["clean_pick"] for p in pts], "x--", color=line.get_color(),
                 label=f"{label}: clean supports")  # fmt: skip
     ax.axhline(50, color="gray", ls=":", label="chance, 2 objects")
     ax.axhline(80, color="black", ls=":", lw=0.8, label="goal")
-    ax.set_xlabel("instance-SFT steps (batch 8, after locate)")
+    ax.set_xlabel("instance-SFT steps (after locate; a continued run starts at its base's steps)")
     ax.set_ylabel("held-out target pick %")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves stay visible
     fig.tight_layout()
