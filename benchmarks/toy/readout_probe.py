@@ -52,6 +52,7 @@ def load_pool(workdir: Path, seed: int, instances: int, mutations: tuple[int, in
     frames. (3, 3) are the easy look-alikes of the probe's runs; the toy VLM's data uses synth's default (1, 2)."""
     from benchmarks.toy.oracle import FeatureMaps
     from benchmarks.toy.pool import VISIBLE_GROUPS, render_pool
+    from focuskit.core.io import atomic_write_with
     from focuskit.data.synth import SynthConfig
 
     config = SynthConfig(objects=2, seed=seed, image_size=SIZE, backgrounds=("gradient",), min_scale=0.25,
@@ -71,9 +72,7 @@ def load_pool(workdir: Path, seed: int, instances: int, mutations: tuple[int, in
         "boxes": torch.tensor([[[b.as_list() for b in f.boxes] for f in p.frames] for p in pool]),
         "alone": torch.tensor(np.stack([np.stack([tokens(a) for a in p.alone]) for p in pool])),
     }
-    partial = cache.with_suffix(".partial")
-    torch.save(out, partial)
-    partial.replace(cache)
+    atomic_write_with(cache, lambda path: torch.save(out, path))
     return out
 
 
@@ -200,7 +199,7 @@ def train(variant: str, train_pool: dict[str, torch.Tensor], held: dict[str, tor
         if aux:
             mass = (attentions[args.aux_layer][:, 0, -1, -1 - GRID * GRID : -1] * covered(ep.target)).sum(-1)
             loss = loss - torch.log(mass + 1e-6).mean()
-            if args.gather_layer is not None and scene:  # answer -> the supports' marked (target) cells
+            if args.gather_layer is not None:  # answer -> the supports' marked (target) cells (scene: checked)
                 keys = slice(args.filler, args.filler + ep.marked[0].numel())
                 gathered = (attentions[args.gather_layer][:, 0, -1, keys] * ep.marked.flatten(1)).sum(-1)
                 loss = loss - torch.log(gathered + 1e-6).mean()
@@ -254,8 +253,11 @@ def main() -> None:
     parser.add_argument("--filler", type=int, default=0, help="learned template tokens before the supports")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if not 1 <= args.shots <= (5 if args.support == "scene" else 3):
-        parser.error(f"--shots {args.shots}: {args.support} supports allow 1-{5 if args.support == 'scene' else 3}")
+    max_shots = 5 if args.support == "scene" else 3  # solo views per object; scene frames leave one for the query
+    if not 1 <= args.shots <= max_shots:
+        parser.error(f"--shots {args.shots}: {args.support} supports allow 1-{max_shots}")
+    if args.gather_layer is not None and (args.support != "scene" or not 0 <= args.gather_layer < args.layers):
+        parser.error(f"--gather-layer {args.gather_layer} needs --support scene and a layer in 0-{args.layers - 1}")
     from focuskit.core.io import atomic_write_json
 
     torch.set_num_threads(1)
