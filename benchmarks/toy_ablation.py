@@ -1,7 +1,8 @@
 """FOCUS you can watch work: a CNN-eyed tiny Qwen2-VL learns in-context instance matching, then the paper's ablation.
 
-    .venv/bin/python benchmarks/toy_ablation.py --quick      # <= 10 min on 2 cores: base vs SFT, pick rate
-    .venv/bin/python benchmarks/toy_ablation.py              # the ablation (<= 60 min on 2 cores)
+    .venv/bin/python benchmarks/toy_ablation.py --pretrain-only --save runs/base   # the base, once (hours on CPU)
+    .venv/bin/python benchmarks/toy_ablation.py --base runs/base --quick   # base vs SFT, pick rate
+    .venv/bin/python benchmarks/toy_ablation.py --base runs/base           # the ablation on that base
     .venv/bin/python benchmarks/toy_ablation.py --gpu        # one large NVIDIA GPU, bf16, bigger model (never in CI)
     .venv/bin/python benchmarks/toy_ablation.py --train-only --save runs/toy   # the best recipe's checkpoint
     focuskit eval --engine vlm --model runs/toy ...           # ... evaluated like any checkpoint
@@ -9,7 +10,8 @@
 The model is a real Qwen2-VL (`focuskit.models.vlms.cnn_qwen2_vl`) whose vision tower is the frozen ImageNet
 MobileNetV2 + a trainable projector and position embedding. Data: frame pools of synthetic instances with one
 same-shape look-alike per frame (`benchmarks/toy/pool.py`). Stages: "locate" (one object per frame: the stand-in for
-a pretrained VLM's grounding) -> SFT on the instance task (optionally with the attention loss) -> GRPO. See
+a pretrained VLM's grounding) -> "match" (pointer-supervised instance episodes: the stand-in for its retrieval; see
+`benchmarks/toy/presets.py`) -> the rows: SFT on the instance task (optionally with the attention loss) -> GRPO. See
 docs/toy_ablation.md for what was measured. Writes benchmarks/results/toy_ablation[_quick|_gpu].json, .md, .png.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.toy.presets import PRESETS
+from benchmarks.toy.presets import PRESETS, Preset
 from focuskit.core.io import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -60,6 +62,26 @@ def real_photos(model: Path) -> dict[str, object]:
     return out
 
 
+DATA_FIELDS = ("image_size", "objects", "frames", "backgrounds", "min_scale", "max_scale", "groups", "alone",
+               "mutations", "alone_scale", "train_instances", "model")  # fmt: skip
+"""Preset fields a base must have been built with for the rows' data and features to be the ones it knows."""
+
+
+def check_base(base: Path, preset: Preset) -> None:
+    """`base` is a checkpoint of this family, and (when it records its recipe) was built on the preset's data."""
+    if not (base / "config.json").is_file():
+        _fail(f"--base {base} is not a checkpoint directory (no config.json); make one with --pretrain-only --save DIR")
+    recipe = base / "toy_recipe.json"
+    if not recipe.is_file():
+        print(f"--base {base} records no recipe (toy_recipe.json): its data options cannot be checked", flush=True)
+        return
+    built = json.loads(recipe.read_text())["preset"]
+    wanted = json.loads(json.dumps(dataclasses.asdict(preset)))  # tuples as lists, like the saved recipe
+    differ = [f for f in DATA_FIELDS if built.get(f) != wanted.get(f)]
+    if differ:
+        _fail(f"--base {base} was built with other data options than preset {preset.name!r}: {', '.join(differ)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
@@ -67,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     mode.add_argument("--smoke", action="store_true", help="seconds-scale check of every code path (numbers: noise)")
     mode.add_argument("--gpu", action="store_true", help="GPU preset (bf16, bigger model); needs CUDA")
     parser.add_argument("--train-only", action="store_true", help="train the best recipe (SFT row) and save it")
-    parser.add_argument("--save", type=Path, default=None, help="with --train-only: checkpoint directory to write")
+    parser.add_argument("--pretrain-only", action="store_true", help="train only the base (locate + match); save it")
+    parser.add_argument("--save", type=Path, default=None, help="with --train-only / --pretrain-only: where it goes")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="start the rows from this base (--pretrain-only's checkpoint), not a new one")  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     parser.add_argument("--rows", nargs="+", default=None, help="override the preset's rows (e.g. sft sft_grpo)")
     parser.add_argument("--no-grid", action="store_true", help="skip the lambda x margin grid")
@@ -100,14 +125,25 @@ def main(argv: list[str] | None = None) -> None:
 
         if not torch.cuda.is_available():
             _fail("--gpu needs a CUDA GPU and none is available; use --quick or the default CPU run")
-    if args.train_only:
+    if args.train_only and args.pretrain_only:
+        _fail("--train-only and --pretrain-only exclude each other")
+    only = "--train-only" if args.train_only else "--pretrain-only" if args.pretrain_only else None
+    if only:
         if args.save is None:
-            _fail("--train-only needs --save DIR (where the trained checkpoint goes)")
+            _fail(f"{only} needs --save DIR (where the trained checkpoint goes)")
         if args.save.exists() and any(args.save.iterdir()):
             _fail(f"--save {args.save} exists and is not empty; pick a new directory")
         preset = dataclasses.replace(preset, rows=("sft",), grid=(), seeds=preset.seeds[:1], curve_points=0)
     elif args.save is not None:
-        _fail("--save only goes with --train-only")
+        _fail("--save only goes with --train-only or --pretrain-only")
+    if args.base is not None:
+        if args.pretrain_only:
+            _fail("--base and --pretrain-only exclude each other (--pretrain-only builds a base)")
+        check_base(args.base, preset)
+    elif preset.match and not args.pretrain_only:
+        steps = sum(m.steps for m in preset.match)
+        print(f"no --base: training the base first ({preset.pre_steps} locate + {steps} match steps; hours on a CPU). "
+              "Build it once with --pretrain-only --save DIR and pass --base DIR.", flush=True)  # fmt: skip
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
     if args.rows:
@@ -122,7 +158,15 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="toy_ablation_") as tmp:
         workdir = args.workdir or Path(tmp)
-        result = run(preset, workdir, progress=lambda s: print(s, flush=True))
+        result = run(preset, workdir, base_model=args.base, pretrain_only=args.pretrain_only,
+                     progress=lambda s: print(s, flush=True))  # fmt: skip
+        if args.pretrain_only:
+            shutil.copytree(result["base"]["model"], args.save)
+            recipe = {"preset": result["preset"], "pretrain": [{k: v for k, v in s.items() if k != "model"}
+                                                               for s in result["pretrain"]]}  # fmt: skip
+            atomic_write_json(args.save / "toy_recipe.json", recipe)
+            print(f"saved the base to {args.save}; run the rows with --base {args.save}")
+            return
         if args.train_only:
             row = next(r for r in result["rows"] if r["name"] == "sft")
             shutil.copytree(row["model"], args.save)
@@ -135,8 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + text)
     for r in result["rows"]:  # per-episode values stay in the JSON (paired differences), models do not
         r.pop("model", None)
-    for stage in ("base", "locate"):
-        result.get(stage, {}).pop("model", None)
+    for stage in (result["base"], *result["pretrain"]):
+        stage.pop("model", None)
     atomic_write_json(args.out / f"{name}.json", result)
     atomic_write_text(args.out / f"{name}.md", text)
     plot_curves(result, args.out / f"{name}.png")

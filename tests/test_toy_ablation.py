@@ -4,6 +4,7 @@ what is checked is that every row, seed, column and file is there and consistent
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -48,9 +49,16 @@ def test_smoke_report_has_every_row_seed_and_column(smoke_run: Path) -> None:
     assert (smoke_run / "toy_ablation_smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_only_checkpoint_is_evaluated_by_focuskit_eval(tmp_path: Path) -> None:
-    engine, work = tmp_path / "engine", tmp_path / "work"
-    toy_main(["--smoke", "--train-only", "--save", str(engine), "--workdir", str(work)])
+def test_pretrained_base_is_reused_and_the_trained_row_is_evaluated_by_focuskit_eval(tmp_path: Path) -> None:
+    base, engine = tmp_path / "base", tmp_path / "engine"
+    toy_main(["--smoke", "--pretrain-only", "--save", str(base), "--workdir", str(tmp_path / "w1")])
+    built = json.loads((base / "toy_recipe.json").read_text())
+    assert [s["name"] for s in built["pretrain"]] == ["locate", "match0", "match1"]
+    assert built["pretrain"][2]["curves"]["pointer_gather_mass"]  # the second match stage gathers (box -> cells)
+
+    work = tmp_path / "w2"
+    toy_main(["--smoke", "--train-only", "--base", str(base), "--save", str(engine), "--workdir", str(work)])
+    assert not (work / "base").exists() and not (work / "match0").exists()  # the base was not trained again
     recipe = json.loads((engine / "toy_recipe.json").read_text())
     assert recipe["preset"]["name"] == "smoke" and set(recipe["heldout"]["pick_rate"]) == {"1", "2", "4"}
 
@@ -63,6 +71,25 @@ def test_train_only_checkpoint_is_evaluated_by_focuskit_eval(tmp_path: Path) -> 
     summary = json.loads(out.read_text())["summary"][0]
     assert summary["episodes"] == len(episodes.read_text().splitlines())
     assert 0.0 <= summary["miou"] <= 1.0
+
+
+@pytest.mark.parametrize("recipe", [None, {"mutations": None}])
+def test_a_base_that_is_not_a_checkpoint_or_was_built_on_other_data_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe: dict[str, object] | None
+) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    if recipe is not None:  # a checkpoint whose recorded recipe used the hard look-alikes
+        (base / "config.json").write_text("{}")
+        preset = json.loads(json.dumps(dataclasses.asdict(SMOKE))) | recipe
+        (base / "toy_recipe.json").write_text(json.dumps({"preset": preset}))
+    with pytest.raises(SystemExit) as exc:
+        toy_main(["--smoke", "--base", str(base), "--workdir", str(tmp_path / "work")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("focuskit: error: --base")
+    assert ("no config.json" in err) if recipe is None else ("mutations" in err)
+    assert not (tmp_path / "work").exists()
 
 
 def test_train_only_refuses_a_non_empty_save_directory_before_any_work(

@@ -1,7 +1,8 @@
 """Orchestration of the toy ablation: data, feature cache, base, rows (in worker processes), report.
 
-Row names: `locate` (the locate-pretrained model), `base` (locate, then the pointer-supervised "match" stage when the
-preset has one; the same model as `locate` otherwise),  `sft`, `sft_attn_{first5,last5,all}`,
+Row names: `locate` (the locate-pretrained model), `base` (locate, then the pointer-supervised "match" stages when the
+preset has them; the same model as `locate` otherwise; or a base built earlier, passed as `base=`), `sft`,
+`sft_attn_{first5,last5,all}`,
 `grid_l{lambda}_m{margin}` (attention loss on the first 5 layers), and `<row>_grpo` / `grpo` (from base) for GRPO.
 Every trained row is trained once per seed from the same base (the seed drives SFT/GRPO initialisation of the
 data order and LoRA), and evaluated on the same held-out episodes, so rows can be compared pairwise.
@@ -76,6 +77,8 @@ def job_sft(name: str, base: str, data: str, eval_file: str, out: str, preset: P
     curve = preset.curve_points if name == "sft" and seed == preset.seeds[0] else 0
     if curve:
         extra = {"save_strategy": "steps", "save_steps": max(1, preset.sft_steps // curve), "save_total_limit": None}
+    if preset.sft_schedule:
+        extra["lr_scheduler_type"] = preset.sft_schedule
     stage = Stage(data, preset.sft_steps, preset.sft_lr, preset.batch_size, attention_settings(name, preset),
                   seed=seed, extra=extra, bf16=preset.bf16)  # fmt: skip
     row = sft_stage(base, stage, Path(out))
@@ -104,23 +107,26 @@ def job_eval(name: str, model: str, eval_file: str, preset: Preset, seed: int) -
     return row
 
 
-def make_data(preset: Preset, root: Path) -> dict[str, Any]:
-    """Frame pools (locate / train / held-out), episode files, and the CNN features of every frame."""
+def make_data(preset: Preset, root: Path, *, pretrain: bool = True) -> dict[str, Any]:
+    """Frame pools (locate / train / held-out), episode files (the base's only with `pretrain`), and frame paths."""
     from benchmarks.toy.pool import render_pool, sample_episodes, write_pool_episodes
     from focuskit.data.synth import SynthConfig
 
-    common = {"image_size": preset.image_size, "backgrounds": preset.backgrounds,
-              "min_scale": preset.min_scale, "max_scale": preset.max_scale}  # fmt: skip
+    common: dict[str, Any] = {"image_size": preset.image_size, "backgrounds": preset.backgrounds,
+                              "min_scale": preset.min_scale, "max_scale": preset.max_scale}  # fmt: skip
+    if preset.mutations:
+        common["mutations"] = preset.mutations
     t0 = time.perf_counter()
     pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", preset.pre_instances, 5)
     train = render_pool(SynthConfig(objects=preset.objects, seed=102, **common), root / "train",
-                        preset.train_instances, preset.frames, alone=preset.alone, groups=preset.groups)  # fmt: skip
+                        preset.train_instances, preset.frames, alone=preset.alone, groups=preset.groups,
+                        alone_scale=preset.alone_scale)  # fmt: skip
     held = render_pool(SynthConfig(objects=preset.objects, seed=103, **common), root / "eval",
                        preset.eval_episodes, 5, groups=preset.groups)  # fmt: skip
     n = preset.batch_size
     files = {
         "pre": write_pool_episodes(
-            sample_episodes(pre, preset.pre_steps * n, shots=(1, 4), seed=1), root / "pre.jsonl"
+            sample_episodes(pre, preset.pre_steps * preset.pre_batch_size, shots=(1, 4), seed=1), root / "pre.jsonl"
         ),
         "train": write_pool_episodes(
             sample_episodes(
@@ -147,21 +153,44 @@ def make_data(preset: Preset, root: Path) -> dict[str, Any]:
             root / "eval.jsonl",
         ),
     }
-    if preset.match_steps:  # the base's pointer-supervised stage: its own draw of training episodes
-        match = sample_episodes(train, preset.match_steps * n, shots=(1, 4), seed=4, swap_roles=preset.swap_roles,
-                                clean_rate=preset.clean_rate)  # fmt: skip
-        files["match"] = write_pool_episodes(match, root / "match.jsonl")
+    for i, m in enumerate(preset.match if pretrain else ()):  # the base's pointer-supervised stages, own draws
+        match = sample_episodes(train, m.steps * m.batch_size, shots=m.shots, seed=4 + i, swap_roles=preset.swap_roles,
+                                clean_rate=m.clean_rate)  # fmt: skip
+        files[f"match{i}"] = write_pool_episodes(match, root / f"match{i}.jsonl")
     frames = [f.path for pool in (pre, train, held) for inst in pool for f in inst.frames]
     frames += [f.path for inst in train for solo in inst.alone for f in solo]
     return {"files": {k: str(v) for k, v in files.items()}, "frames": frames, "seconds": time.perf_counter() - t0}
 
 
-def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, Any]:
-    from benchmarks.toy.recipe import Stage, build_base, precompute_features, sft_stage
+def pretrain(preset: Preset, init: Path, files: dict[str, str], workdir: Path, progress: Any) -> list[dict[str, Any]]:
+    """Locate, then the match stages in order: the stage results, the last one being the base."""
+    from benchmarks.toy.recipe import Stage, sft_stage
+
+    locate = sft_stage(init, Stage(files["pre"], preset.pre_steps, preset.pre_lr, preset.pre_batch_size,
+                                   bf16=preset.bf16), workdir / "base")  # fmt: skip
+    progress(f"locate: {locate['seconds']:.0f}s, lm_loss {locate['curves']['lm_loss'][0]:.3f} -> "
+             f"{locate['curves']['lm_loss'][-1]:.3f}")  # fmt: skip
+    stages = [{"name": "locate", **locate}]
+    for i, m in enumerate(preset.match):
+        stage = Stage(files[f"match{i}"], m.steps, m.lr, m.batch_size, bf16=preset.bf16, pointer=m.pointer,
+                      extra={"lr_scheduler_type": m.schedule})  # fmt: skip
+        progress(f"match stage {i + 1}/{len(preset.match)}: {m.steps} steps of batch {m.batch_size} ...")
+        res = sft_stage(stages[-1]["model"], stage, workdir / f"match{i}")
+        stages.append({"name": f"match{i}", **res})
+        progress(f"match stage {i + 1}: {res['seconds']:.0f}s, search mass "
+                 f"{res['curves']['pointer_search_mass'][-1]:.2f}")  # fmt: skip
+    return stages
+
+
+def run(preset: Preset, workdir: Path, *, base_model: Path | None = None, pretrain_only: bool = False,
+        progress: Any = print) -> dict[str, Any]:  # fmt: skip
+    """The whole run; `base_model`: a base built earlier (`--pretrain-only`) replaces locate + match."""
+    from benchmarks.toy.recipe import build_base, precompute_features
+    from focuskit.core.io import atomic_write_json
     from focuskit.models.vlms.cnn_qwen2_vl import load_features
 
     t0 = time.perf_counter()
-    data = make_data(preset, workdir / "data")
+    data = make_data(preset, workdir / "data", pretrain=base_model is None)
     progress(f"data: {len(data['frames'])} frames in {data['seconds']:.0f}s")
     init = build_base(workdir / "init", preset.model, seed=0)
     feats = workdir / "features.pt"
@@ -169,17 +198,15 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
     progress(f"CNN features: {fstats['images']} images in {fstats['seconds']:.0f}s")
     load_features(feats)
     files = data["files"]
-    base = sft_stage(init, Stage(files["pre"], preset.pre_steps, preset.pre_lr, preset.batch_size, bf16=preset.bf16),
-                     workdir / "base")  # fmt: skip
-    progress(f"locate: {base['seconds']:.0f}s, lm_loss {base['curves']['lm_loss'][0]:.3f} -> "
-             f"{base['curves']['lm_loss'][-1]:.3f}")  # fmt: skip
-    locate = base
-    if preset.match_steps:
-        match = Stage(files["match"], preset.match_steps, preset.sft_lr, preset.batch_size, bf16=preset.bf16,
-                      pointer=preset.pointer)  # fmt: skip
-        base = sft_stage(locate["model"], match, workdir / "match")
-        progress(f"match (pointer-supervised): {base['seconds']:.0f}s, search mass "
-                 f"{base['curves']['pointer_search_mass'][-1]:.2f}")  # fmt: skip
+    if base_model is None:
+        stages = pretrain(preset, init, files, workdir, progress)
+    else:
+        stages = [{"name": "given", "model": str(base_model), "seconds": 0.0, "curve_steps": [], "curves": {}}]
+    base, locate = stages[-1], stages[0]
+    head: dict[str, Any] = {"preset": asdict(preset), "base": dict(base), "pretrain": stages,
+                            "base_given": str(base_model) if base_model else None}  # fmt: skip
+    if pretrain_only:
+        return {**head, "rows": [], "seconds": time.perf_counter() - t0, "workdir": str(workdir)}
     rows: list[dict[str, Any]] = []
     runs = workdir / "runs"
     ctx = multiprocessing.get_context("spawn")
@@ -190,7 +217,7 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
                                 initargs=(preset.threads, str(feats))) as pool:  # fmt: skip
         pending: dict[cf.Future[dict[str, Any]], str] = {}
         pending[pool.submit(job_eval, "base", base["model"], files["eval"], preset, 0)] = "base"
-        if preset.match_steps:
+        if len(stages) > 1:
             pending[pool.submit(job_eval, "locate", locate["model"], files["eval"], preset, 0)] = "locate"
         for seed in preset.seeds:
             for name in sft_names + (grid_names if seed == preset.seeds[0] else []):
@@ -207,6 +234,7 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
                 pending.pop(fut)
                 row = fut.result()
                 rows.append(row)
+                atomic_write_json(workdir / "rows_so_far.json", rows)  # a run cut short keeps its finished rows
                 k = max(preset.shots)
                 progress(f"{row['name']} seed {row['seed']}: pick {row['pick_rate'][k]:.3f} mIoU@{k} "
                          f"{row['miou'][k]:.3f} ({row.get('seconds', 0):.0f}s)")  # fmt: skip
@@ -217,9 +245,7 @@ def run(preset: Preset, workdir: Path, *, progress: Any = print) -> dict[str, An
                                        row["seed"])  # fmt: skip
                     pending[fut2] = nxt
     return {
-        "preset": asdict(preset),
-        "base": {k: v for k, v in base.items()},
-        "locate": {k: v for k, v in locate.items()},
+        **head,
         "data_seconds": data["seconds"],
         "feature_seconds": fstats["seconds"],
         "frames": len(data["frames"]),

@@ -110,7 +110,7 @@ def sft_stage(start: str | Path, stage: Stage, out: Path) -> dict[str, Any]:
     config = SFTConfig(**{**fields, **stage.extra})
     hooks = pointer_hooks(PointerConfig(**stage.pointer), str(start)) if stage.pointer is not None else None
     result = train_sft(config, hooks)
-    keys = ("lm_loss", "attn_loss", "attn_margin", "pointer_search_mass", "pointer_bind_mass")
+    keys = ("lm_loss", "attn_loss", "attn_margin", "pointer_search_mass", "pointer_bind_mass", "pointer_gather_mass")
     curves = {key: result.series(key) for key in keys}
     steps = [int(e["step"]) for e in result.log_history if "lm_loss" in e]
     return {

@@ -121,7 +121,7 @@ def markdown(result: dict[str, Any]) -> str:
         attn = " / ".join(f"{100 * a[n]:.0f}%" for n in parts) if a else "-"
         cells += [f"{100 * s['pick_rate'][kmax]:.1f}%{se}", _percent(s["iou_any"][kmax]),
                   f"{s['area_ratio'][kmax]:.2f}", attn, f"{s['train_seconds']:.0f}"]  # fmt: skip
-        label = "base (locate + match pretraining)" if name == "base" and preset.get("match_steps") else None
+        label = "base (locate + match pretraining)" if name == "base" and preset.get("match") else None
         lines.append(f"| {label or LABELS.get(name, name)} | {len(s['seeds'])} | " + " | ".join(cells) + " |")
     diff_lines = ["| A - B | mIoU (points, mean over k) | pick rate (points) | seeds |", "|---|---:|---:|---:|"]
     names = set(summary)
@@ -146,13 +146,12 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path | None:
 
     curve_rows = [r for r in result["rows"] if r.get("learning_curve")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    locate = result.get("locate", result["base"])
-    axes[0].plot(locate["curve_steps"], locate["curves"]["lm_loss"], label="locate")
-    offset = locate["curve_steps"][-1] if locate["curve_steps"] else 0
-    if result["preset"].get("match_steps") and result["base"]["curve_steps"]:
-        match = result["base"]
-        axes[0].plot([offset + s for s in match["curve_steps"]], match["curves"]["lm_loss"], label="match (base)")
-        offset += match["curve_steps"][-1]
+    offset = 0  # pretraining stages end to end; a base built earlier (`--base`) has no curves here
+    for stage in result.get("pretrain", []):
+        if stage["curve_steps"]:
+            steps = [offset + s for s in stage["curve_steps"]]
+            axes[0].plot(steps, stage["curves"]["lm_loss"], label=f"{stage['name']} (base)")
+            offset = steps[-1]
     for r in result["rows"]:
         if r["name"] in ("sft", "sft_attn_first5") and r["seed"] == result["preset"]["seeds"][0] and "curves" in r:
             axes[0].plot([offset + s for s in r["curve_steps"]], r["curves"]["lm_loss"], label=r["name"])
@@ -166,7 +165,7 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path | None:
         axes[1].plot(steps, [100 * _k(p["pick_rate"], k) for p in pts], "o-", label=f"target picked % (k={k})")
         axes[1].plot(steps, [100 * _k(p["miou"], k) for p in pts], "s-", label=f"mIoU (k={k})")
         axes[1].axhline(100 / result["preset"]["objects"], color="gray", ls="--", label="chance pick")
-        axes[1].set_xlabel("step (locate + SFT)")
+        axes[1].set_xlabel("step (pretraining + SFT)" if offset else "SFT step (from the given base)")
         axes[1].legend()
     axes[1].set_title("held-out, SFT row")
     fig.tight_layout()
