@@ -63,8 +63,9 @@ def real_photos(model: Path) -> dict[str, object]:
 
 
 DATA_FIELDS = ("image_size", "objects", "frames", "backgrounds", "min_scale", "max_scale", "groups", "alone",
-               "mutations", "alone_scale", "train_instances", "model")  # fmt: skip
-"""Preset fields a base must have been built with for the rows' data and features to be the ones it knows."""
+               "mutations", "alone_scale", "model")  # fmt: skip
+"""Preset fields a base must have been built with for the rows' data to be the distribution it knows (a preset may
+draw fewer instances from the same generator: its pool is then the first ones of the base's)."""
 
 
 def check_base(base: Path, preset: Preset) -> None:

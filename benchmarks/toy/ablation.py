@@ -117,7 +117,11 @@ def make_data(preset: Preset, root: Path, *, pretrain: bool = True) -> dict[str,
     if preset.mutations:
         common["mutations"] = preset.mutations
     t0 = time.perf_counter()
-    pre = render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", preset.pre_instances, 5)
+    pre = (
+        render_pool(SynthConfig(objects=1, seed=101, **common), root / "pre", preset.pre_instances, 5)
+        if pretrain
+        else []
+    )
     train = render_pool(SynthConfig(objects=preset.objects, seed=102, **common), root / "train",
                         preset.train_instances, preset.frames, alone=preset.alone, groups=preset.groups,
                         alone_scale=preset.alone_scale)  # fmt: skip
@@ -125,9 +129,6 @@ def make_data(preset: Preset, root: Path, *, pretrain: bool = True) -> dict[str,
                        preset.eval_episodes, 5, groups=preset.groups)  # fmt: skip
     n = preset.batch_size
     files = {
-        "pre": write_pool_episodes(
-            sample_episodes(pre, preset.pre_steps * preset.pre_batch_size, shots=(1, 4), seed=1), root / "pre.jsonl"
-        ),
         "train": write_pool_episodes(
             sample_episodes(
                 train,
@@ -153,12 +154,16 @@ def make_data(preset: Preset, root: Path, *, pretrain: bool = True) -> dict[str,
             root / "eval.jsonl",
         ),
     }
+    if pretrain:
+        pre_episodes = sample_episodes(pre, preset.pre_steps * preset.pre_batch_size, shots=(1, 4), seed=1)
+        files["pre"] = write_pool_episodes(pre_episodes, root / "pre.jsonl")
     for i, m in enumerate(preset.match if pretrain else ()):  # the base's pointer-supervised stages, own draws
         match = sample_episodes(train, m.steps * m.batch_size, shots=m.shots, seed=4 + i, swap_roles=preset.swap_roles,
                                 clean_rate=m.clean_rate)  # fmt: skip
         files[f"match{i}"] = write_pool_episodes(match, root / f"match{i}.jsonl")
     frames = [f.path for pool in (pre, train, held) for inst in pool for f in inst.frames]
-    frames += [f.path for inst in train for solo in inst.alone for f in solo]
+    if pretrain or preset.clean_rate > 0:  # solo frames are seen only by episodes with target-alone supports
+        frames += [f.path for inst in train for solo in inst.alone for f in solo]
     return {"files": {k: str(v) for k, v in files.items()}, "frames": frames, "seconds": time.perf_counter() - t0}
 
 

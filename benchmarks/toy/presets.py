@@ -118,7 +118,7 @@ ROWS: dict[str, Any] = {"clean_rate": 0.0, "batch_size": 32, "sft_steps": 150, "
 their learning rate: 150 x 32 episodes, the compute of the batch-8 rows' 600 steps. Chosen before any row was run."""
 
 QUICK = Preset(
-    name="quick", model=SMALL, pre_instances=300, pre_steps=600, train_instances=1200, eval_episodes=150,
+    name="quick", model=SMALL, pre_instances=300, pre_steps=600, train_instances=400, eval_episodes=150,
     grpo_steps=0, rows=("sft",), shots=(4,), curve_points=2, **EASY, **ROWS,
 )  # fmt: skip
 """Base vs SFT at k = 4 on FULL's data (the base is FULL's: pass `--base`, or it is trained first, for hours)."""

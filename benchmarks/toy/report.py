@@ -160,6 +160,9 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path | None:
     axes[0].legend()
     if curve_rows:
         pts = curve_rows[0]["learning_curve"]
+        base = next((r for r in result["rows"] if r["name"] == "base"), None)
+        if base is not None:  # step 0 of the SFT row is the base it starts from
+            pts = [{"step": 0, "pick_rate": base["pick_rate"], "miou": base["miou"]}, *pts]
         steps = [offset + p["step"] for p in pts]
         k = max(result["preset"]["shots"])
         axes[1].plot(steps, [100 * _k(p["pick_rate"], k) for p in pts], "o-", label=f"target picked % (k={k})")
