@@ -47,8 +47,9 @@ def plot_experiments(path: Path, names: list[str]) -> Path:
             {"step": run.get("start_step", 0), "pick": run["base"]["pick"], "clean_pick": run["base"]["clean_pick"]},
             *run["curve"],
         ]
-        batch, k, chance = run.get("batch", 8), run.get("eval_k", 4), 100 / run.get("objects", 2)
-        label = f"{name} (batch {batch}, k={k}, chance {chance:.0f}%)"
+        batch, k = run.get("batch", 8), run.get("eval_k", 4)
+        looks = "easy" if run.get("mutations") == [3, 3] else "hard"  # 3 changes: every visible attribute differs
+        label = f"{name} ({looks} look-alikes, batch {batch}, k={k})"
         line = ax.plot([p["step"] for p in pts], [100 * p["pick"] for p in pts], "o-", label=f"{label}: full")[0]
         ax.plot([p["step"] for p in pts], [100 * p["clean_pick"] for p in pts], "x--", color=line.get_color(),
                 label=f"{label}: clean supports")  # fmt: skip
