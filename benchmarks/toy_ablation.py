@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's seeds")
     parser.add_argument("--rows", nargs="+", default=None, help="override the preset's rows (e.g. sft sft_grpo)")
     parser.add_argument("--no-grid", action="store_true", help="skip the lambda x margin grid")
+    parser.add_argument("--hard", action="store_true",
+                        help="the default hard look-alikes (1-2 attributes differ), not the easy ones")  # fmt: skip
     parser.add_argument("--perf", action="store_true", help="only measure attention-loss overhead and cache speedup")
     parser.add_argument(
         "--real-photos",
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_json(args.out / "toy_realphotos.json", real_photos(args.real_photos))
         return
     preset = PRESETS["quick" if args.quick else "gpu" if args.gpu else "smoke" if args.smoke else "full"]
+    if args.hard:  # SynthConfig's default mutations; a --base must have been built (or continued) on them
+        preset = dataclasses.replace(preset, mutations=None)
     if args.gpu:
         import torch
 
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_json(args.save / "toy_recipe.json", recipe)
             print(f"saved {args.save}: held-out pick {json.dumps(row['pick_rate'])}, mIoU {json.dumps(row['miou'])}")
             return
-    name = "toy_ablation" + ("" if preset.name == "full" else f"_{preset.name}")
+    name = "toy_ablation" + ("" if preset.name == "full" else f"_{preset.name}") + ("_hard" if args.hard else "")
     text = markdown(result)
     print("\n" + text)
     for r in result["rows"]:  # per-episode values stay in the JSON (paired differences), models do not

@@ -73,18 +73,22 @@ def test_pretrained_base_is_reused_and_the_trained_row_is_evaluated_by_focuskit_
     assert 0.0 <= summary["miou"] <= 1.0
 
 
-@pytest.mark.parametrize("recipe", [None, {"mutations": None}])
+@pytest.mark.parametrize(
+    ("recipe", "flags"),
+    [(None, []), ({"mutations": None}, []), ({}, ["--hard"])],
+    ids=["not-a-checkpoint", "hard-base-for-easy-rows", "easy-base-for-hard-rows"],
+)
 def test_a_base_that_is_not_a_checkpoint_or_was_built_on_other_data_is_refused_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe: dict[str, object] | None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe: dict[str, object] | None, flags: list[str]
 ) -> None:
     base = tmp_path / "base"
     base.mkdir()
-    if recipe is not None:  # a checkpoint whose recorded recipe used the hard look-alikes
+    if recipe is not None:  # a checkpoint whose recorded recipe used other look-alikes than the run asks for
         (base / "config.json").write_text("{}")
         preset = json.loads(json.dumps(dataclasses.asdict(SMOKE))) | recipe
         (base / "toy_recipe.json").write_text(json.dumps({"preset": preset}))
     with pytest.raises(SystemExit) as exc:
-        toy_main(["--smoke", "--base", str(base), "--workdir", str(tmp_path / "work")])
+        toy_main(["--smoke", *flags, "--base", str(base), "--workdir", str(tmp_path / "work")])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("focuskit: error: --base")
