@@ -158,7 +158,8 @@ def make_data(preset: Preset, root: Path, *, pretrain: bool = True) -> dict[str,
         pre_episodes = sample_episodes(pre, preset.pre_steps * preset.pre_batch_size, shots=(1, 4), seed=1)
         files["pre"] = write_pool_episodes(pre_episodes, root / "pre.jsonl")
     for i, m in enumerate(preset.match if pretrain else ()):  # the base's pointer-supervised stages, own draws
-        match = sample_episodes(train, m.steps * m.batch_size, shots=m.shots, seed=4 + i, swap_roles=preset.swap_roles,
+        seed = 4 + i if m.episode_seed is None else m.episode_seed
+        match = sample_episodes(train, m.steps * m.batch_size, shots=m.shots, seed=seed, swap_roles=preset.swap_roles,
                                 clean_rate=m.clean_rate)  # fmt: skip
         files[f"match{i}"] = write_pool_episodes(match, root / f"match{i}.jsonl")
     frames = [f.path for pool in (pre, train, held) for inst in pool for f in inst.frames]

@@ -32,6 +32,8 @@ class MatchStage:
     """32: at 8 or 16 neither the toy VLM nor the read-out probe ever left chance (docs/toy_ablation.md, 4b)."""
     lr: float = 1e-3
     schedule: str = "constant_with_warmup"
+    episode_seed: int | None = None
+    """Seed of this stage's episode draw (None: 4 + the stage's index)."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,14 @@ SMALL = {
 DATA: dict[str, Any] = {"groups": ("color", "pattern", "pattern_color"), "alone": 3, "clean_rate": 0.75}
 
 LEARNED_MATCH: tuple[MatchStage, ...] = (
-    MatchStage(steps=3000, clean_rate=1.0, shots=(1, 1)),
-    MatchStage(steps=1500, clean_rate=0.75, shots=(1, 4), pointer={"search_layer": 3, "gather_layer": 2}),
-)
+    MatchStage(steps=3000, clean_rate=1.0, shots=(1, 1), episode_seed=10),
+    MatchStage(steps=1500, clean_rate=0.75, shots=(1, 4), pointer={"search_layer": 3, "gather_layer": 2},
+               episode_seed=3010),
+)  # fmt: skip
 """P11 (one support showing the target alone, k = 1: 72.3% pick at step 3000) then P14 (75% alone supports at
-k = 1-4 with the gather hop: 84.8% with boxed supports at k = 4 after 1500 steps), on easy look-alikes (`EASY`)."""
+k = 1-4 with the gather hop: 84.8% with boxed supports at k = 4 after 1500 steps), on easy look-alikes (`EASY`).
+The episode seeds are those runs' own (`experiment.py` draws stage i of a run started at step s with 10 + i + s),
+so `--pretrain-only` trains on the very episodes they did."""
 
 EASY: dict[str, Any] = {"groups": DATA["groups"], "alone": 3, "mutations": (3, 3), "alone_scale": (0.6, 0.7),
                         "match": LEARNED_MATCH}  # fmt: skip
